@@ -1,0 +1,26 @@
+"""The one exception base of the project; every failure a user can meet is a subclass."""
+
+
+class InsidersError(Exception):
+    """Base of every error this project raises on purpose.
+
+    Command-line entry points print ``str(error)`` as one line and exit non-zero,
+    so messages name the record, field and value that were wrong.
+    """
+
+
+class InvalidRecord(InsidersError):
+    """An input record that cannot become an invoice line (it goes to the dead-letter topic)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class InputFileError(InsidersError):
+    """A data file that is missing, unreadable or not in a layout we know."""
+
+
+class ServiceUnavailable(InsidersError):
+    """Kafka or Redis did not answer."""
