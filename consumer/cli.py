@@ -1,0 +1,307 @@
+"""The ``insiders`` command line. Each subcommand is thin: parse, build, run, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from tqdm import tqdm
+
+from consumer.ports import EventSink, FeatureStore, SourceRecord
+from consumer.settings import ConsumerSettings
+from segmenter.errors import InsidersError
+
+log = logging.getLogger("insiders")
+
+
+class BlockSource(Protocol):
+    stopping: bool
+
+    def blocks(self) -> Iterator[list[SourceRecord]]: ...
+
+    def commit(self, block: list[SourceRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _stop_on_signals(source: BlockSource) -> None:
+    """SIGINT/SIGTERM finish the block in hand, commit it, and stop."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if source.stopping:  # a second signal: the user insists
+            raise KeyboardInterrupt
+        log.info("%s: finishing the current block, then stopping", signal.Signals(signum).name)
+        source.stopping = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_pipeline(
+    source: BlockSource,
+    store: FeatureStore,
+    sink: EventSink,
+    settings: ConsumerSettings,
+    total: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> tuple[Any, float]:
+    """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs)."""
+    from consumer.pipeline import Pipeline, event_clock, wall_clock
+    from segmenter.model import SegmentModel
+
+    clock = event_clock if settings.clock == "event" else wall_clock
+    pipeline = Pipeline(store, sink, SegmentModel(seed=settings.seed), clock)
+    started = time.perf_counter()
+    bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
+    try:
+        for block in source.blocks():
+            pipeline.process(block)
+            source.commit(block)
+            bar.update(len(block))
+            bar.set_postfix(insiders=store.insiders(0, 0)[1], refresh=False)
+            if on_block is not None:
+                on_block()
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    stats = pipeline.stats
+    log.info("%s in %.1fs (%.0f lines/s)", stats.summary(), elapsed, stats.records / max(elapsed, 1e-9))
+    if stats.rejected:
+        log.info("rejected by reason: %s", dict(sorted(stats.rejected.items())))
+    ignored = store.ignored_counts()
+    if ignored:
+        log.info("valid but ignored by spec v1: %s", dict(sorted(ignored.items())))
+    return stats, elapsed
+
+
+# --- subcommands -------------------------------------------------------------------------------
+
+
+def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.files import read_records
+    from consumer.kafka_io import KafkaPublisher, RateLimiter, ensure_topics
+
+    path = Path(args.path)
+    ensure_topics(settings.kafka_bootstrap, [settings.topic], args.partitions)
+    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.topic)
+    limiter = RateLimiter(args.rate)
+    count = 0
+    started = time.perf_counter()
+    try:
+        with tqdm(unit=" lines", unit_scale=True, disable=None, desc=path.name) as bar:
+            for record in read_records(path):
+                publisher.send(record)
+                limiter.tick()
+                count += 1
+                if count % 2000 == 0:
+                    bar.update(2000)
+            bar.update(count % 2000)
+        publisher.flush()
+    finally:
+        publisher.close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"published {count:,} lines from {path} to {settings.topic} "
+        f"in {elapsed:.1f}s ({count / max(elapsed, 1e-9):,.0f} lines/s)"
+    )
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.kafka_io import (
+        KafkaEventSink,
+        KafkaInvoiceSource,
+        dlq_topic,
+        ensure_topics,
+    )
+    from consumer.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        [settings.topic, dlq_topic(settings.topic), settings.events_topic],
+    )
+    source = KafkaInvoiceSource(
+        settings.kafka_bootstrap,
+        settings.topic,
+        settings.group,
+        settings.block_size,
+        exit_at_end=args.exit_at_end,
+    )
+    sink = KafkaEventSink(settings.kafka_bootstrap, settings.events_topic)
+    _stop_on_signals(source)
+    total = sum(source.end_offsets.values()) if args.exit_at_end else None
+    try:
+        run_pipeline(source, store, sink, settings, total=total)
+    finally:
+        source.close()
+        sink.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.export import export_frame, write_export
+    from consumer.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
+    now = store.watermark() if settings.clock == "event" else int(time.time())
+    frame = export_frame(store, now)
+    out = Path(args.out or f"insiders.{args.format}")
+    write_export(frame, out, args.format)
+    print(f"wrote {len(frame):,} customers ({int(frame['insider'].sum()):,} Insiders) to {out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.export import export_frame, write_export
+    from consumer.file_source import FileInvoiceSource
+    from consumer.memory import MemoryEventSink, MemoryFeatureStore
+
+    snapshot = Path(args.snapshot) if args.snapshot else None
+    store = (
+        MemoryFeatureStore.load_snapshot(snapshot)
+        if snapshot is not None and snapshot.exists()
+        else MemoryFeatureStore()
+    )
+    source = FileInvoiceSource(args.path, settings.block_size, until=args.until)
+    _stop_on_signals(source)
+    stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
+    if snapshot is not None:
+        store.save(snapshot)
+        print(f"saved state to {snapshot}")
+    insiders = store.insiders(0, 0)[1]
+    print(
+        f"replayed {stats.records:,} lines in {elapsed:.1f}s "
+        f"({stats.records / max(elapsed, 1e-9):,.0f} lines/s): "
+        f"{store.customer_count():,} customers, {insiders:,} Insiders"
+    )
+    if args.export:
+        out = Path(args.export)
+        fmt = "parquet" if out.suffix == ".parquet" else "csv"
+        frame = export_frame(store, store.watermark())
+        write_export(frame, out, fmt)
+        print(f"wrote {len(frame):,} customers to {out}")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import ApiSettings
+    from consumer.redis_store import RedisFeatureStore
+
+    api_settings = ApiSettings()
+    if args.redis_url:
+        api_settings.redis_url = args.redis_url
+    store = RedisFeatureStore.from_url(api_settings.redis_url, api_settings.redis_prefix)
+    app = create_app(store, clock=api_settings.clock)
+    uvicorn.run(app, host=args.host or api_settings.host, port=args.port or api_settings.port)
+    return 0
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2011-09-08") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="insiders",
+        description="Streaming customer segmentation: finds the Insiders, the top-value "
+        "customers, from invoice lines, and keeps the list current.",
+        epilog="Settings come from INSIDERS_* environment variables "
+        "(INSIDERS_KAFKA_BOOTSTRAP, INSIDERS_REDIS_URL, ...); flags override them.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def connection_flags(p: argparse.ArgumentParser, kafka: bool = True) -> None:
+        if kafka:
+            p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+        p.add_argument("--redis-url", help="Redis URL (default redis://127.0.0.1:6379/0)")
+
+    p = sub.add_parser("publish", help="produce a CSV file's invoice lines to Kafka")
+    p.add_argument("path", help=".csv or .csv.gz in the UCI, Online Retail II or Kaggle layout")
+    p.add_argument("--topic", help="topic to produce to (default invoices)")
+    p.add_argument("--rate", type=float, help="lines per second (default: as fast as possible)")
+    p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
+    connection_flags(p)
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("consume", help="apply invoice lines from Kafka to Redis and segment")
+    p.add_argument("--topic", help="topic to consume (default invoices)")
+    p.add_argument("--group", help="consumer group (default insiders)")
+    p.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        help="backfill: consume up to the end offsets present at start, then exit",
+    )
+    p.add_argument("--block-size", type=int, help="lines per segmentation step (default 5000)")
+    p.add_argument("--clock", choices=["event", "wall"], help="what 'now' is (default event)")
+    connection_flags(p)
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("api", help="serve the HTTP API (status, Insiders, events, docs)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    connection_flags(p, kafka=False)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("export", help="write every customer's features and segment to a file")
+    p.add_argument("--out", help="output path (default insiders.csv or insiders.parquet)")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    connection_flags(p, kafka=False)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("replay", help="run a file through the pipeline in-process (no servers)")
+    p.add_argument("path", help=".csv or .csv.gz of invoice lines")
+    p.add_argument("--export", metavar="OUT", help="write the export (.csv or .parquet) here")
+    p.add_argument("--until", type=_date, help="stop at this event time, e.g. 2011-09-08")
+    p.add_argument("--snapshot", metavar="FILE", help="load state from FILE if present; save on exit")
+    p.add_argument("--block-size", type=int, help="lines per segmentation step (default 5000)")
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> ConsumerSettings:
+    overrides = {
+        "kafka_bootstrap": getattr(args, "bootstrap", None),
+        "redis_url": getattr(args, "redis_url", None),
+        "topic": getattr(args, "topic", None),
+        "group": getattr(args, "group", None),
+        "block_size": getattr(args, "block_size", None),
+        "clock": getattr(args, "clock", None),
+    }
+    return ConsumerSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args, settings_from(args)))
+    except InsidersError as error:
+        print(f"insiders: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("insiders: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

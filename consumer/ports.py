@@ -1,0 +1,144 @@
+"""The ports of the pipeline and the records that cross them.
+
+Each port has two real implementations: Redis / Kafka for production and an
+in-process one for the embedded mode. The contract tests in ``tests/contract``
+run the same checks against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from segmenter.errors import InvalidRecord
+from segmenter.events import InsiderEvent
+from segmenter.features import CustomerState
+from segmenter.lines import InvoiceLine
+from segmenter.policy import InsiderStatus
+from segmenter.segmentation import StepResult
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One raw record as read from a source, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0  # a repeated event_id
+    stale: int = 0  # at or below the stored offset of its partition
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    customer_id: str
+    state: CustomerState
+    status: InsiderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[dict[str, object]]
+    next_cursor: str | None
+
+
+class FeatureStore(Protocol):
+    """Customer state, statuses, source offsets and the model checkpoint, kept together.
+
+    ``apply`` and ``commit_step`` are each atomic: a state change and the source
+    offset (or the pending work) it accounts for are written in one unit.
+    """
+
+    def stored_offset(self, topic: str, partition: int) -> int:
+        """The last offset applied from this partition, or -1."""
+        ...
+
+    def apply(
+        self,
+        topic: str,
+        partition: int,
+        lines: Sequence[tuple[int, InvoiceLine]],
+        last_offset: int,
+    ) -> ApplyResult:
+        """Fold ``lines`` (offset, line) into customer state and record ``last_offset``.
+
+        Lines at or below the stored offset and repeated event ids change nothing.
+        Customers whose state changed are queued for the next segmentation step.
+        """
+        ...
+
+    def pending(self) -> list[str]:
+        """Customers changed since the last segmentation step, in first-change order."""
+        ...
+
+    def load(self, customer_ids: Sequence[str]) -> list[Customer]: ...
+
+    def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
+        """Store statuses, append events to the outbox and checkpoint the model, atomically."""
+        ...
+
+    def watermark(self) -> int | None:
+        """The latest invoice time applied (event time), or None before any line."""
+        ...
+
+    def model_checkpoint(self) -> bytes | None: ...
+
+    def ignored_counts(self) -> dict[str, int]: ...
+
+    # Reads, for the API and exports.
+    def customer(self, customer_id: str) -> Customer | None: ...
+
+    def customers(self) -> Iterator[Customer]:
+        """Every customer with at least one purchase."""
+        ...
+
+    def customer_count(self) -> int: ...
+
+    def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
+        """A page of Insiders ordered by entry time, and the total count."""
+        ...
+
+    def events(self, after: str | None, limit: int) -> EventPage:
+        """Events from the outbox after ``after`` (exclusive), oldest first."""
+        ...
+
+    def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
+        """Outbox events not yet handed to the event sink, and the cursor of the last one."""
+        ...
+
+    def mark_published(self, cursor: str) -> None: ...
+
+    def ping(self) -> bool: ...
+
+
+class EventSink(Protocol):
+    """Where Insider events and rejected records go (Kafka topics, or in-process lists)."""
+
+    def dead_letter(self, record: SourceRecord, error: InvalidRecord) -> None: ...
+
+    def publish(self, events: Sequence[dict[str, object]]) -> None:
+        """Deliver events to subscribers; returns once they are durable there."""
+        ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+__all__ = [
+    "ApplyResult",
+    "Customer",
+    "EventPage",
+    "EventSink",
+    "FeatureStore",
+    "InsiderEvent",
+    "SourceRecord",
+]

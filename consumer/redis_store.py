@@ -1,0 +1,212 @@
+"""The feature store in Redis: one hash per customer, offsets and outbox beside them.
+
+Keys (all under a prefix, ``insiders:`` by default):
+``c:<id>`` customer hash (running totals in micro-pounds and epoch seconds, plus status),
+``ci:<id>`` the customer's purchase invoice numbers, ``seen`` applied event ids,
+``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
+``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
+``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
+``model`` / ``model_version`` the model checkpoint.
+
+The apply script takes no KEYS (it derives key names from the prefix), so it runs on a
+single Redis server, not a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+
+from consumer.ports import ApplyResult, Customer, EventPage
+from segmenter.errors import ServiceUnavailable
+from segmenter.features import CustomerState
+from segmenter.lines import InvoiceLine, LineKind, classify
+from segmenter.policy import InsiderStatus
+from segmenter.segmentation import StepResult
+
+_KIND_CODE = {LineKind.PURCHASE: "P", LineKind.RETURN: "R", LineKind.IGNORED: "I"}
+_STATE_FIELDS = ("rev", "inv", "lines", "units", "rrev", "runits", "first", "last")
+_STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for ``url`` that has answered a PING, or a one-line error."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(
+            f"Redis at {url} did not answer ({exc}); start it with `scripts/services start` "
+            "or set INSIDERS_REDIS_URL"
+        ) from None
+    return client
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or value == b"" else int(value)
+
+
+def decode(customer_id: str, values: Sequence[Any]) -> Customer:
+    """A customer from the HMGET of ``_STATE_FIELDS + _STATUS_FIELDS``."""
+    rev, inv, lines, units, rrev, runits, first, last, seg, ins, since, seq, mv = values
+    state = CustomerState(
+        revenue_micros=int(rev or 0),
+        invoices=int(inv or 0),
+        lines=int(lines or 0),
+        units=int(units or 0),
+        returned_micros=int(rrev or 0),
+        returned_units=int(runits or 0),
+        first_ts=_int(first),
+        last_ts=_int(last),
+    )
+    status = InsiderStatus(
+        segment=_int(seg),
+        insider=ins == b"1",
+        insider_since=_int(since),
+        sequence=int(seq or 0),
+        model_version=int(mv or 0),
+    )
+    return Customer(customer_id, state, status)
+
+
+class RedisFeatureStore:
+    """Feature store on a Redis server; see the module docstring for the key layout."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "insiders:") -> None:
+        self.client = client
+        self.prefix = prefix
+        source = resources.files("consumer").joinpath("lua/apply.lua").read_text()
+        self._apply = client.register_script(source)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "insiders:") -> RedisFeatureStore:
+        return cls(connect(url), prefix)
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def stored_offset(self, topic: str, partition: int) -> int:
+        value = self.client.hget(self._key("offsets"), f"{topic}:{partition}")
+        return -1 if value is None else int(value)
+
+    def apply(
+        self,
+        topic: str,
+        partition: int,
+        lines: Sequence[tuple[int, InvoiceLine]],
+        last_offset: int,
+    ) -> ApplyResult:
+        args: list[Any] = [self.prefix, f"{topic}:{partition}", last_offset]
+        extend = args.extend
+        for offset, line in lines:
+            kind, reason = classify(line)
+            extend(
+                (
+                    offset,
+                    line.event_id,
+                    _KIND_CODE[kind],
+                    line.customer_id or "",
+                    reason.value if reason is not None else line.invoice_no,
+                    line.quantity,
+                    abs(line.quantity) * line.unit_price_micros,
+                    line.invoice_ts,
+                )
+            )
+        applied, duplicates, stale = self._apply(args=args)
+        return ApplyResult(applied, duplicates, stale)
+
+    def pending(self) -> list[str]:
+        return [cid.decode() for cid in self.client.zrange(self._key("pending"), 0, -1)]
+
+    def load(self, customer_ids: Sequence[str]) -> list[Customer]:
+        pipe = self.client.pipeline(transaction=False)
+        for cid in customer_ids:
+            pipe.hmget(self._key("c:" + cid), _STATE_FIELDS + _STATUS_FIELDS)
+        return [decode(cid, values) for cid, values in zip(customer_ids, pipe.execute(), strict=True)]
+
+    def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        insiders = self._key("insiders")
+        for cid, status in result.statuses.items():
+            pipe.hset(
+                self._key("c:" + cid),
+                mapping={
+                    "seg": "" if status.segment is None else status.segment,
+                    "ins": int(status.insider),
+                    "since": "" if status.insider_since is None else status.insider_since,
+                    "seq": status.sequence,
+                    "mv": status.model_version,
+                },
+            )
+            if status.insider and status.insider_since is not None:
+                pipe.zadd(insiders, {cid: status.insider_since})
+            else:
+                pipe.zrem(insiders, cid)
+        for event in result.events:
+            pipe.xadd(self._key("events"), {"e": orjson.dumps(event.as_dict())})
+        pipe.set(self._key("model"), model)
+        pipe.set(self._key("model_version"), model_version)
+        pipe.delete(self._key("pending"))
+        pipe.execute()
+
+    def watermark(self) -> int | None:
+        return _int(self.client.get(self._key("watermark")))
+
+    def model_checkpoint(self) -> bytes | None:
+        blob = self.client.get(self._key("model"))
+        return None if blob is None else bytes(blob)
+
+    def ignored_counts(self) -> dict[str, int]:
+        raw = self.client.hgetall(self._key("ignored"))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def customer(self, customer_id: str) -> Customer | None:
+        values = self.client.hmget(self._key("c:" + customer_id), _STATE_FIELDS + _STATUS_FIELDS)
+        if all(v is None for v in values):
+            return None
+        return decode(customer_id, values)
+
+    def customers(self) -> Iterator[Customer]:
+        batch: list[str] = []
+        for cid in self.client.sscan_iter(self._key("customers"), count=1000):
+            batch.append(cid.decode())
+            if len(batch) == 1000:
+                yield from self.load(batch)
+                batch = []
+        if batch:
+            yield from self.load(batch)
+
+    def customer_count(self) -> int:
+        return int(self.client.scard(self._key("customers")))
+
+    def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
+        key = self._key("insiders")
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrange(key, offset, offset + limit - 1)
+        pipe.zcard(key)
+        ids, total = pipe.execute()
+        return self.load([cid.decode() for cid in ids]), int(total)
+
+    def events(self, after: str | None, limit: int) -> EventPage:
+        start = f"({after}" if after else "-"
+        entries = self.client.xrange(self._key("events"), min=start, count=limit)
+        events = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        return EventPage(events, entries[-1][0].decode() if entries else None)
+
+    def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
+        after = self.client.get(self._key("events:published"))
+        page = self.events(after.decode() if after else None, 10_000)
+        return page.events, page.next_cursor
+
+    def mark_published(self, cursor: str) -> None:
+        self.client.set(self._key("events:published"), cursor)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False

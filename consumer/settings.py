@@ -1,0 +1,26 @@
+"""Settings of the consumer process, from ``INSIDERS_*`` environment variables (flags override)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectionSettings(BaseSettings):
+    """Where Kafka and Redis are; shared by every process."""
+
+    model_config = SettingsConfigDict(env_prefix="INSIDERS_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "insiders:"
+
+
+class ConsumerSettings(ConnectionSettings):
+    topic: str = "invoices"
+    group: str = "insiders"
+    events_topic: str = "insiders.events"
+    block_size: int = 5000
+    clock: Literal["event", "wall"] = "event"
+    seed: int = 42
