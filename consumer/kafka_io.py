@@ -235,7 +235,6 @@ class KafkaPublisher:
                 linger_ms=20,
                 batch_size=512 * 1024,
                 max_request_size=MAX_MESSAGE_BYTES,
-                buffer_memory=128 * 1024 * 1024,
             )
         except KafkaError as exc:
             raise _unavailable(bootstrap, exc) from None

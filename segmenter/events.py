@@ -32,7 +32,7 @@ class InsiderEvent:
     type: str
     at_ts: int
     reason: Reason
-    segment: int
+    segment: int | None
     model_version: int
     features: dict[str, Any] = field(default_factory=dict)
 

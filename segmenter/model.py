@@ -12,8 +12,9 @@ import math
 import pickle
 from dataclasses import dataclass
 
-from river import cluster, preprocessing
+from river import preprocessing
 
+from segmenter.clusterer import SequentialKMeans
 from segmenter.features import CustomerFeatures
 
 INSIDER_SEGMENT = 1
@@ -42,9 +43,9 @@ def model_input(features: CustomerFeatures) -> dict[str, float]:
 
 @dataclass
 class SegmentModel:
-    """StandardScaler followed by river ``KMeans``; segments ranked by centroid value.
+    """StandardScaler and sequential k-means; segments ranked by centroid value.
 
-    >>> model = SegmentModel(n_segments=2, seed=1)
+    >>> model = SegmentModel(n_segments=2, warmup=4, seed=1)
     >>> for m in [1.0, 1.2, 9.0, 9.5] * 5:
     ...     model.learn({"recency": 1.0, "frequency": m / 3, "monetary": m, "ticket": m})
     >>> model.segment_of({"recency": 1.0, "frequency": 3.0, "monetary": 9.2, "ticket": 9.2})
@@ -52,15 +53,13 @@ class SegmentModel:
     """
 
     n_segments: int = 4
-    halflife: float = 0.5
+    warmup: int = 256
     seed: int = 42
     version: int = 0
 
     def __post_init__(self) -> None:
         self.scaler = preprocessing.StandardScaler()
-        self.clusterer = cluster.KMeans(
-            n_clusters=self.n_segments, halflife=self.halflife, sigma=1.0, seed=self.seed
-        )
+        self.clusterer = SequentialKMeans(self.n_segments, warmup=self.warmup, seed=self.seed)
         self._ranks: dict[int, int] = {}
 
     def learn(self, x: dict[str, float]) -> None:
@@ -81,8 +80,10 @@ class SegmentModel:
         ordered = sorted(self.clusterer.centers, key=value, reverse=True)
         return {label: rank for rank, label in enumerate(ordered, start=1)}
 
-    def segment_of(self, x: dict[str, float]) -> int:
-        """Segment rank of ``x``: 1 is the top-value segment."""
+    def segment_of(self, x: dict[str, float]) -> int | None:
+        """Segment rank of ``x`` (1 is the top-value segment); None during the warm-up."""
+        if not self.clusterer.ready:
+            return None
         if not self._ranks:
             self._ranks = self._rank()
         label = self.clusterer.predict_one(self.scaler.transform_one(x))

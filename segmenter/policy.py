@@ -40,7 +40,7 @@ class InsiderPolicy:
         self,
         customer_id: str,
         status: InsiderStatus,
-        segment: int,
+        segment: int | None,
         features: CustomerFeatures,
         now_ts: int,
         model_version: int,

@@ -1,0 +1,124 @@
+"""Sequential k-means with a warm start: a river ``Clusterer`` whose results do not drift.
+
+river's ``KMeans`` starts from random centres and moves the winner by a constant
+step; it also sums distances over a ``set`` of keys, so results change with
+Python's hash seed. This clusterer:
+
+* buffers the first ``warmup`` points and starts from k-means++ seeding plus a few
+  Lloyd iterations on them (a warm start: no random centres far from the data);
+* then moves the winning centre by ``1 / n`` (n = points it has won), the
+  sequential k-means of MacQueen, which makes each centre the running mean of its
+  members; ``n`` is capped at ``memory`` so centres keep following slow drift;
+* iterates features in a fixed order, so a run is reproducible bit for bit.
+"""
+
+from __future__ import annotations
+
+import random
+
+from river import base
+
+
+class SequentialKMeans(base.Clusterer):
+    """Online k-means with a k-means++ warm start and per-cluster 1/n learning rates.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters.
+    warmup
+        Points buffered before the first centres are chosen.
+    memory
+        Cap on a centre's count: its step never falls below ``1 / memory``.
+    seed
+        Seed of the k-means++ draw.
+
+    Examples
+    --------
+    >>> model = SequentialKMeans(n_clusters=2, warmup=4, seed=1)
+    >>> for x in [{"a": 0.0}, {"a": 0.2}, {"a": 10.0}, {"a": 10.2}, {"a": 0.1}]:
+    ...     model.learn_one(x)
+    >>> model.predict_one({"a": 9.0}) != model.predict_one({"a": 0.3})
+    True
+    """
+
+    def __init__(
+        self, n_clusters: int = 4, warmup: int = 256, memory: int = 5000, seed: int = 42
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.warmup = warmup
+        self.memory = memory
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._keys: tuple[str, ...] = ()
+        self._buffer: list[list[float]] = []
+        self.centres: list[list[float]] = []
+        self.counts: list[int] = []
+
+    @property
+    def centers(self) -> dict[int, dict[str, float]]:
+        """Centres by label, as river's clusterers expose them."""
+        return {i: dict(zip(self._keys, c, strict=True)) for i, c in enumerate(self.centres)}
+
+    def _vector(self, x: dict[str, float]) -> list[float]:
+        if not self._keys:
+            self._keys = tuple(sorted(x))
+        return [float(x.get(k, 0.0)) for k in self._keys]
+
+    def _nearest(self, v: list[float]) -> int:
+        best, best_d = 0, float("inf")
+        for i, c in enumerate(self.centres):
+            d = 0.0
+            for a, b in zip(c, v, strict=True):
+                d += (a - b) * (a - b)
+            if d < best_d:
+                best, best_d = i, d
+        return best
+
+    def learn_one(self, x: dict[str, float]) -> None:  # type: ignore[override]
+        v = self._vector(x)
+        if not self.centres:
+            self._buffer.append(v)
+            if len(self._buffer) >= max(self.warmup, self.n_clusters):
+                self._initialise()
+            return
+        i = self._nearest(v)
+        self.counts[i] = min(self.counts[i] + 1, self.memory)
+        rate = 1.0 / self.counts[i]
+        c = self.centres[i]
+        for j, value in enumerate(v):
+            c[j] += rate * (value - c[j])
+
+    @property
+    def ready(self) -> bool:
+        """Whether the warm-up is over and centres exist."""
+        return bool(self.centres)
+
+    def predict_one(self, x: dict[str, float]) -> int:  # type: ignore[override]
+        """Label of the nearest centre; 0 for every point during the warm-up."""
+        return self._nearest(self._vector(x)) if self.centres else 0
+
+    def _initialise(self) -> None:
+        points = self._buffer
+        # k-means++: each next centre drawn with probability proportional to squared distance.
+        centres = [list(self._rng.choice(points))]
+        while len(centres) < self.n_clusters:
+            weights = [
+                min(sum((a - b) ** 2 for a, b in zip(c, p, strict=True)) for c in centres)
+                for p in points
+            ]
+            if sum(weights) == 0:
+                centres.append(list(points[len(centres) % len(points)]))
+                continue
+            centres.append(list(self._rng.choices(points, weights=weights)[0]))
+        self.centres = centres
+        members: list[list[list[float]]] = []
+        for _ in range(10):  # a few Lloyd iterations on the buffer
+            members = [[] for _ in centres]
+            for p in points:
+                members[self._nearest(p)].append(p)
+            for i, group in enumerate(members):
+                if group:
+                    self.centres[i] = [sum(col) / len(group) for col in zip(*group, strict=True)]
+        self.counts = [max(len(group), 1) for group in members]
+        self._buffer = []
