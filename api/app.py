@@ -1,0 +1,116 @@
+"""The FastAPI application: thin routes over the feature store's read side.
+
+Routes are plain ``def``: FastAPI runs them in its thread pool, so the store's
+blocking client never stalls the event loop, and one store interface serves both
+Redis and the embedded in-memory store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.schemas import CustomerStatus, ErrorBody, EventPage, Features, Health, InsiderPage
+from consumer.ports import Customer, FeatureStore
+from segmenter.features import features_of, to_datetime
+
+CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
+
+NowFn = Callable[[FeatureStore], int | None]
+
+
+def get_store(request: Request) -> FeatureStore:
+    store: FeatureStore = request.app.state.store
+    return store
+
+
+def get_now(request: Request) -> int | None:
+    now: NowFn = request.app.state.now
+    return now(request.app.state.store)
+
+
+Store = Annotated[FeatureStore, Depends(get_store)]
+Now = Annotated[int | None, Depends(get_now)]
+CustomerId = Annotated[
+    str, Path(pattern=CUSTOMER_ID_PATTERN, description="customer id, e.g. 12347")
+]
+
+
+def status_of(customer: Customer, now: int | None) -> CustomerStatus:
+    state, status = customer.state, customer.status
+    features = features_of(state, now if now is not None else (state.last_ts or 0))
+    return CustomerStatus(
+        customer_id=customer.customer_id,
+        insider=status.insider,
+        insider_since=to_datetime(status.insider_since) if status.insider_since else None,
+        segment=status.segment,
+        model_version=status.model_version,
+        as_of=to_datetime(now) if now is not None else None,
+        features=Features(**features.as_dict()),
+    )
+
+
+def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
+    """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall"."""
+    app = FastAPI(
+        title="Insiders",
+        summary="Who the Insiders are, since when, and the events of entries and exits.",
+        version="0.1.0",
+    )
+    app.state.store = store
+    app.state.now = (lambda s: s.watermark()) if clock == "event" else (lambda s: int(time.time()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.get(
+        "/customers/{customer_id}",
+        response_model=CustomerStatus,
+        responses={404: {"model": ErrorBody}},
+        summary="A customer's features, segment and Insider status",
+    )
+    def get_customer(customer_id: CustomerId, store: Store, now: Now) -> CustomerStatus:
+        customer = store.customer(customer_id)
+        if customer is None or not customer.state.has_purchases:
+            raise HTTPException(404, f"customer {customer_id} not found (no purchases seen)")
+        return status_of(customer, now)
+
+    @app.get("/insiders", response_model=InsiderPage, summary="Current Insiders, by entry time")
+    def list_insiders(
+        store: Store,
+        now: Now,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> InsiderPage:
+        customers, total = store.insiders(offset, limit)
+        end = offset + len(customers)
+        return InsiderPage(
+            total=total,
+            offset=offset,
+            limit=limit,
+            next_offset=end if end < total else None,
+            items=[status_of(c, now) for c in customers],
+        )
+
+    @app.get("/events", response_model=EventPage, summary="Insider entries and exits, oldest first")
+    def list_events(
+        store: Store,
+        after: Annotated[str | None, Query(max_length=64, description="cursor to read after")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> EventPage:
+        page = store.events(after, limit)
+        return EventPage(events=page.events, next_cursor=page.next_cursor)
+
+    @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
+    def healthz(store: Store) -> Health | JSONResponse:
+        if not store.ping():
+            body = Health(status="unavailable", redis=False, customers=0)
+            return JSONResponse(body.model_dump(), status_code=503)
+        return Health(status="ok", redis=True, customers=store.customer_count())
+
+    return app
