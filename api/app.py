@@ -50,7 +50,7 @@ def status_of(customer: Customer, now: int | None) -> CustomerStatus:
         segment=status.segment,
         model_version=status.model_version,
         as_of=to_datetime(now) if now is not None else None,
-        features=Features(**features.as_dict()),
+        features=Features.model_validate(features.as_dict()),
     )
 
 
@@ -100,7 +100,9 @@ def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
     @app.get("/events", response_model=EventPage, summary="Insider entries and exits, oldest first")
     def list_events(
         store: Store,
-        after: Annotated[str | None, Query(max_length=64, description="cursor to read after")] = None,
+        after: Annotated[
+            str | None, Query(max_length=64, description="cursor to read after")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> EventPage:
         page = store.events(after, limit)
@@ -109,8 +111,8 @@ def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz(store: Store) -> Health | JSONResponse:
         if not store.ping():
-            body = Health(status="unavailable", redis=False, customers=0)
+            body = Health(status="unavailable", store=store.backend, customers=0)
             return JSONResponse(body.model_dump(), status_code=503)
-        return Health(status="ok", redis=True, customers=store.customer_count())
+        return Health(status="ok", store=store.backend, customers=store.customer_count())
 
     return app

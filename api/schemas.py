@@ -46,8 +46,8 @@ class EventPage(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    redis: bool
+    status: str = Field(description='"ok", or "unavailable" when the store does not answer')
+    store: str = Field(description='"redis", or "memory" in the embedded mode')
     customers: int
 
 

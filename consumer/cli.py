@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import signal
 import sys
@@ -72,7 +73,9 @@ def run_pipeline(
         bar.close()
     elapsed = time.perf_counter() - started
     stats = pipeline.stats
-    log.info("%s in %.1fs (%.0f lines/s)", stats.summary(), elapsed, stats.records / max(elapsed, 1e-9))
+    log.info(
+        "%s in %.1fs (%.0f lines/s)", stats.summary(), elapsed, stats.records / max(elapsed, 1e-9)
+    )
     if stats.rejected:
         log.info("rejected by reason: %s", dict(sorted(stats.rejected.items())))
     ignored = store.ignored_counts()
@@ -89,6 +92,9 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from consumer.kafka_io import KafkaPublisher, RateLimiter, ensure_topics
 
     path = Path(args.path)
+    records = read_records(path)
+    # Reading the first record checks the file and its layout before Kafka is touched.
+    first = next(records, None)
     ensure_topics(settings.kafka_bootstrap, [settings.topic], args.partitions)
     publisher = KafkaPublisher(settings.kafka_bootstrap, settings.topic)
     limiter = RateLimiter(args.rate)
@@ -96,7 +102,7 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     started = time.perf_counter()
     try:
         with tqdm(unit=" lines", unit_scale=True, disable=None, desc=path.name) as bar:
-            for record in read_records(path):
+            for record in itertools.chain([first] if first else [], records):
                 publisher.send(record)
                 limiter.tick()
                 count += 1
@@ -191,6 +197,67 @@ def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     return 0
 
 
+def _port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise InsidersError(
+                f"port {port} on {host} is in use; stop what holds it or pass --port N"
+            ) from None
+
+
+def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from importlib import resources
+
+    import uvicorn
+
+    from api.app import create_app
+    from consumer.file_source import FileInvoiceSource
+    from consumer.memory import MemoryEventSink, MemoryFeatureStore
+
+    host = "127.0.0.1"
+    _port_free(host, args.port)
+    if args.data:
+        data = Path(args.data)
+    else:
+        data = Path(str(resources.files("consumer").joinpath("data/online_retail_sample.csv.gz")))
+    snapshot = Path(args.snapshot) if args.snapshot else None
+    store = (
+        MemoryFeatureStore.load_snapshot(snapshot)
+        if snapshot is not None and snapshot.exists()
+        else MemoryFeatureStore()
+    )
+    source = FileInvoiceSource(data, settings.block_size)
+    print(f"replaying {data.name} through the pipeline (embedded: no Kafka, no Redis)...")
+    _stop_on_signals(source)
+    stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
+    if source.stopping:
+        return 130
+    if snapshot is not None:
+        store.save(snapshot)
+        print(f"saved state to {snapshot}")
+    customers = list(store.customers())
+    total = sum(c.state.revenue_micros for c in customers)
+    insiders = [c for c in customers if c.status.insider]
+    share = sum(c.state.revenue_micros for c in insiders) / total if total else 0.0
+    print(
+        f"{stats.records:,} lines in {elapsed:.1f}s: {len(customers):,} customers, "
+        f"{len(insiders):,} Insiders ({len(insiders) / max(len(customers), 1):.1%} of customers) "
+        f"holding {share:.1%} of revenue"
+    )
+    print(f"serving the API on http://{host}:{args.port}  (docs: http://{host}:{args.port}/docs)")
+    print(f"try: curl http://{host}:{args.port}/insiders?limit=5   (Ctrl-C stops)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    uvicorn.run(create_app(store), host=host, port=args.port, log_level="warning")
+    print("stopped")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     import uvicorn
 
@@ -263,11 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     connection_flags(p, kafka=False)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser(
+        "demo", help="replay a file in-process, then serve the API: a first look, no servers"
+    )
+    p.add_argument("--data", help="a file `publish` reads (default: the shipped sample)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
+    p.add_argument("--snapshot", metavar="FILE", help="load state from FILE if present; save it")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("replay", help="run a file through the pipeline in-process (no servers)")
     p.add_argument("path", help=".csv or .csv.gz of invoice lines")
     p.add_argument("--export", metavar="OUT", help="write the export (.csv or .parquet) here")
     p.add_argument("--until", type=_date, help="stop at this event time, e.g. 2011-09-08")
-    p.add_argument("--snapshot", metavar="FILE", help="load state from FILE if present; save on exit")
+    p.add_argument(
+        "--snapshot", metavar="FILE", help="load state from FILE if present; save on exit"
+    )
     p.add_argument("--block-size", type=int, help="lines per segmentation step (default 5000)")
     p.set_defaults(func=cmd_replay)
     return parser

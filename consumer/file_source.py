@@ -55,5 +55,3 @@ class FileInvoiceSource:
 
     def close(self) -> None:
         pass
-
-

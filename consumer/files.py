@@ -22,7 +22,9 @@ from segmenter.errors import InputFileError
 @dataclass(frozen=True)
 class Layout:
     name: str
-    columns: tuple[str, ...]  # invoice, stock, description, quantity, date, price, customer, country
+    columns: tuple[
+        str, ...
+    ]  # invoice, stock, description, quantity, date, price, customer, country
     date_format: str | None  # None: ISO 8601 as written
 
 
@@ -106,10 +108,17 @@ def _open_text(path: Path) -> IO[str]:
     if path.is_dir():
         raise InputFileError(f"{path}: is a folder; pass a .csv or .csv.gz file")
     try:
-        raw: IO[bytes] = gzip.open(path) if path.suffix == ".gz" else path.open("rb")
+        # Closed by the text wrapper returned below, which the caller closes.
+        raw: IO[bytes] = (
+            gzip.open(path) if path.suffix == ".gz" else path.open("rb")  # type: ignore[assignment]  # noqa: SIM115
+        )
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot open it ({exc.strerror or exc})") from None
+    try:
         head = raw.read(65536)
         raw.seek(0)
     except (OSError, EOFError) as exc:
+        raw.close()
         raise InputFileError(f"{path}: cannot read it ({exc})") from None
     try:
         head.decode("utf-8")
@@ -182,7 +191,9 @@ def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
                     "country": country,
                 }
         except (OSError, EOFError, csv.Error) as exc:
-            raise InputFileError(f"{path}: cannot read it past line {reader.line_num} ({exc})") from None
+            raise InputFileError(
+                f"{path}: cannot read it past line {reader.line_num} ({exc})"
+            ) from None
 
 
 def _iso(text: str, date_format: str | None) -> str:

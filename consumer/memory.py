@@ -12,7 +12,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from consumer.ports import ApplyResult, Customer, EventPage, SourceRecord
 from segmenter.errors import InputFileError, InvalidRecord
 from segmenter.features import CustomerState
@@ -26,6 +25,8 @@ SNAPSHOT_VERSION = 1
 @dataclass
 class MemoryFeatureStore:
     """Feature store in dictionaries. Not thread-safe: the pipeline is its one writer."""
+
+    backend = "memory"
 
     states: dict[str, CustomerState] = field(default_factory=dict)
     statuses: dict[str, InsiderStatus] = field(default_factory=dict)
@@ -198,5 +199,3 @@ def dead_letter_document(record: SourceRecord, error: InvalidRecord) -> dict[str
         "offset": record.offset,
         "value": record.value,
     }
-
-

@@ -134,9 +134,7 @@ class Pipeline:
         if now is None:
             return
         customers = self.store.load(pending)
-        result = self.segmenter.step(
-            [(c.customer_id, c.state, c.status) for c in customers], now
-        )
+        result = self.segmenter.step([(c.customer_id, c.state, c.status) for c in customers], now)
         model = self.segmenter.model
         self.store.commit_step(result, model.dumps(), model.version)
 

@@ -57,6 +57,8 @@ class FeatureStore(Protocol):
     offset (or the pending work) it accounts for are written in one unit.
     """
 
+    backend: str  # "redis" or "memory", for health reports
+
     def stored_offset(self, topic: str, partition: int) -> int:
         """The last offset applied from this partition, or -1."""
         ...

@@ -84,7 +84,9 @@ def parse_record(raw: bytes, parse_date: DateParser | None = None) -> InvoiceLin
     segmenter.errors.InvalidRecord: zero_quantity: event 536365:0: field 'quantity' is 0
     """
     if len(raw) > MAX_RECORD_BYTES:
-        raise InvalidRecord("too_large", f"record is {len(raw):,} bytes, limit {MAX_RECORD_BYTES:,}")
+        raise InvalidRecord(
+            "too_large", f"record is {len(raw):,} bytes, limit {MAX_RECORD_BYTES:,}"
+        )
     try:
         doc: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -46,6 +46,11 @@ def connect(url: str) -> redis.Redis:
     return client
 
 
+def _str(value: Any) -> str:
+    """Redis answers bytes (the client does not decode, the model checkpoint is binary)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _int(value: Any) -> int | None:
     return None if value is None or value == b"" else int(value)
 
@@ -75,6 +80,8 @@ def decode(customer_id: str, values: Sequence[Any]) -> Customer:
 
 class RedisFeatureStore:
     """Feature store on a Redis server; see the module docstring for the key layout."""
+
+    backend = "redis"
 
     def __init__(self, client: redis.Redis, prefix: str = "insiders:") -> None:
         self.client = client
@@ -120,13 +127,15 @@ class RedisFeatureStore:
         return ApplyResult(applied, duplicates, stale)
 
     def pending(self) -> list[str]:
-        return [cid.decode() for cid in self.client.zrange(self._key("pending"), 0, -1)]
+        return [_str(cid) for cid in self.client.zrange(self._key("pending"), 0, -1)]
 
     def load(self, customer_ids: Sequence[str]) -> list[Customer]:
         pipe = self.client.pipeline(transaction=False)
         for cid in customer_ids:
             pipe.hmget(self._key("c:" + cid), _STATE_FIELDS + _STATUS_FIELDS)
-        return [decode(cid, values) for cid, values in zip(customer_ids, pipe.execute(), strict=True)]
+        return [
+            decode(cid, values) for cid, values in zip(customer_ids, pipe.execute(), strict=True)
+        ]
 
     def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
         pipe = self.client.pipeline(transaction=True)
@@ -157,12 +166,12 @@ class RedisFeatureStore:
         return _int(self.client.get(self._key("watermark")))
 
     def model_checkpoint(self) -> bytes | None:
-        blob = self.client.get(self._key("model"))
+        blob: Any = self.client.get(self._key("model"))
         return None if blob is None else bytes(blob)
 
     def ignored_counts(self) -> dict[str, int]:
-        raw = self.client.hgetall(self._key("ignored"))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        raw: Any = self.client.hgetall(self._key("ignored"))
+        return {_str(k): int(v) for k, v in raw.items()}
 
     def customer(self, customer_id: str) -> Customer | None:
         values = self.client.hmget(self._key("c:" + customer_id), _STATE_FIELDS + _STATUS_FIELDS)
@@ -173,7 +182,7 @@ class RedisFeatureStore:
     def customers(self) -> Iterator[Customer]:
         batch: list[str] = []
         for cid in self.client.sscan_iter(self._key("customers"), count=1000):
-            batch.append(cid.decode())
+            batch.append(_str(cid))
             if len(batch) == 1000:
                 yield from self.load(batch)
                 batch = []
@@ -189,17 +198,17 @@ class RedisFeatureStore:
         pipe.zrange(key, offset, offset + limit - 1)
         pipe.zcard(key)
         ids, total = pipe.execute()
-        return self.load([cid.decode() for cid in ids]), int(total)
+        return self.load([_str(cid) for cid in ids]), int(total)
 
     def events(self, after: str | None, limit: int) -> EventPage:
         start = f"({after}" if after else "-"
-        entries = self.client.xrange(self._key("events"), min=start, count=limit)
+        entries: Any = self.client.xrange(self._key("events"), min=start, count=limit)
         events = [orjson.loads(fields[b"e"]) for _, fields in entries]
-        return EventPage(events, entries[-1][0].decode() if entries else None)
+        return EventPage(events, _str(entries[-1][0]) if entries else None)
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         after = self.client.get(self._key("events:published"))
-        page = self.events(after.decode() if after else None, 10_000)
+        page = self.events(_str(after) if after else None, 10_000)
         return page.events, page.next_cursor
 
     def mark_published(self, cursor: str) -> None:

@@ -1,7 +1,7 @@
 """Build the shipped sample: complete histories of every customer whose id is a multiple of 12,
 plus the lines without a customer id of every 40th invoice, from the full Online Retail file.
 
-    python scripts/make_sample.py ../shared/data/online_retail.csv.gz consumer/data/online_retail_sample.csv.gz
+    python scripts/make_sample.py online_retail.csv.gz consumer/data/online_retail_sample.csv.gz
 
 Deterministic: same input, same bytes (gzip mtime 0, rows in file order).
 """
@@ -31,9 +31,12 @@ def main(src: str, dst: str) -> None:
         for row in reader:
             if keep(row):
                 writer.writerow(row)
-    with open(dst, "wb") as raw, gzip.GzipFile(
-        filename="online_retail_sample.csv", mode="wb", fileobj=raw, mtime=0, compresslevel=9
-    ) as gz:
+    with (
+        open(dst, "wb") as raw,
+        gzip.GzipFile(
+            filename="online_retail_sample.csv", mode="wb", fileobj=raw, mtime=0, compresslevel=9
+        ) as gz,
+    ):
         gz.write(out.getvalue().encode("utf-8"))
 
 

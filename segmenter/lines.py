@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 # Feature spec v1: a product stock code is five digits and up to two letters.
 # POST, DOT, M, C2, BANK CHARGES, gift_0001_20, DCGS... are not products.
@@ -18,13 +18,13 @@ PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]{0,2}$")
 MICROS_PER_POUND = 1_000_000
 
 
-class LineKind(str, Enum):
+class LineKind(StrEnum):
     PURCHASE = "purchase"
     RETURN = "return"
     IGNORED = "ignored"
 
 
-class IgnoreReason(str, Enum):
+class IgnoreReason(StrEnum):
     NO_CUSTOMER = "no_customer"
     NOT_A_PRODUCT = "not_a_product"
     ZERO_PRICE = "zero_price"

@@ -50,7 +50,9 @@ class InsiderPolicy:
         if in_top == status.insider:
             return new, None
         if in_top:
-            reason = Reason("top_segment", f"moved into the top-value segment (model v{model_version})")
+            reason = Reason(
+                "top_segment", f"moved into the top-value segment (model v{model_version})"
+            )
             kind, since = ENTERED, now_ts
         else:
             reason = Reason("left_top_segment", f"now in value segment {segment} of the model")

@@ -36,9 +36,7 @@ def spec_v1(frame: pd.DataFrame, now: pd.Timestamp | None = None) -> pd.DataFram
         & frame["StockCode"].str.fullmatch(r"\d{5}[A-Za-z]{0,2}")
         & (frame["UnitPrice"] > 0)
     ]
-    buys = counted[counted["Quantity"] > 0].assign(
-        value=lambda d: d["Quantity"] * d["UnitPrice"]
-    )
+    buys = counted[counted["Quantity"] > 0].assign(value=lambda d: d["Quantity"] * d["UnitPrice"])
     returns = counted[counted["Quantity"] < 0].assign(
         value=lambda d: -d["Quantity"] * d["UnitPrice"], units=lambda d: -d["Quantity"]
     )

@@ -14,8 +14,15 @@ from segmenter.segmentation import StepResult
 DAY = 86_400
 
 
-def line(eid: str, invoice: str, customer: str | None, qty: int, price: int, ts: int,
-         code: str = "85123A") -> InvoiceLine:
+def line(
+    eid: str,
+    invoice: str,
+    customer: str | None,
+    qty: int,
+    price: int,
+    ts: int,
+    code: str = "85123A",
+) -> InvoiceLine:
     return InvoiceLine(eid, invoice, code, qty, ts, price, customer)
 
 
@@ -44,8 +51,16 @@ def expected_states(lines: list[InvoiceLine]) -> dict[str, CustomerState]:
 
 
 def state_tuple(s: CustomerState) -> tuple[object, ...]:
-    return (s.revenue_micros, s.invoices, s.lines, s.units, s.returned_micros,
-            s.returned_units, s.first_ts, s.last_ts)
+    return (
+        s.revenue_micros,
+        s.invoices,
+        s.lines,
+        s.units,
+        s.returned_micros,
+        s.returned_units,
+        s.first_ts,
+        s.last_ts,
+    )
 
 
 def test_apply_folds_lines_like_the_core(store):
@@ -106,8 +121,9 @@ def test_offsets_at_or_below_the_stored_one_change_nothing(store):
 def test_pending_lists_changed_customers_in_first_change_order(store):
     store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
     assert store.pending() == ["1", "2", "4"]  # "3" bought at price 0: ignored
-    store.apply("t", 0, [(20, line("x:0", "x", "5", 1, 1, DAY)),
-                         (21, line("y:0", "y", "1", 1, 1, DAY))], 21)
+    store.apply(
+        "t", 0, [(20, line("x:0", "x", "5", 1, 1, DAY)), (21, line("y:0", "y", "1", 1, 1, DAY))], 21
+    )
     assert store.pending() == ["1", "2", "4", "5"]
 
 
@@ -119,8 +135,9 @@ def test_commit_step_stores_statuses_events_model_and_clears_pending(store):
     store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
     result = StepResult(
         statuses={
-            "1": InsiderStatus(segment=1, insider=True, insider_since=5 * DAY, sequence=1,
-                               model_version=7),
+            "1": InsiderStatus(
+                segment=1, insider=True, insider_since=5 * DAY, sequence=1, model_version=7
+            ),
             "2": InsiderStatus(segment=3, insider=False, model_version=7),
         },
         events=[_event("1", 1)],

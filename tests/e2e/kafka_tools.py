@@ -11,7 +11,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
     """Run ``insiders ARGS`` as a user would, failing with its output if it fails."""
     done = subprocess.run(
         [sys.executable, "-m", "consumer.cli", *args],
@@ -50,7 +52,7 @@ def read_topic(bootstrap: str, topic: str) -> list[Message]:
         ends = consumer.end_offsets(tps)
         out: list[Message] = []
         while any(consumer.position(tp) < ends[tp] for tp in tps):
-            for tp, messages in consumer.poll(timeout_ms=1000).items():
+            for _tp, messages in consumer.poll(timeout_ms=1000).items():
                 out.extend(
                     Message(m.partition, m.offset, m.key, m.value, dict(m.headers or []))
                     for m in messages

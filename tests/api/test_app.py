@@ -1,0 +1,95 @@
+"""The HTTP API over both feature stores, filled by the real pipeline from the shipped sample."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from consumer.file_source import FileInvoiceSource
+from consumer.memory import MemoryEventSink
+from consumer.pipeline import Pipeline
+from segmenter.model import SegmentModel
+from tests.conftest import SAMPLE
+
+
+@pytest.fixture
+def client(store):
+    pipeline = Pipeline(store, MemoryEventSink(), SegmentModel())
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    return TestClient(create_app(store))
+
+
+def test_customer_status_has_features_segment_and_insider_flag(client, store):
+    insider = next(c for c in store.customers() if c.status.insider)
+    body = client.get(f"/customers/{insider.customer_id}").json()
+    assert body["insider"] is True and body["segment"] == 1
+    assert body["insider_since"] is not None and body["model_version"] > 0
+    assert body["features"]["revenue"] == insider.state.revenue_micros / 1e6
+    assert body["features"]["invoices"] == insider.state.invoices
+    # "now" is the event-time watermark: the latest invoice date in the file.
+    latest = pd.read_csv(SAMPLE, usecols=["InvoiceDate"], parse_dates=["InvoiceDate"]).max()
+    assert body["as_of"] == latest.iloc[0].isoformat()
+
+
+def test_unknown_customer_is_a_404_with_a_json_body(client):
+    response = client.get("/customers/424242")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "customer 424242 not found (no purchases seen)"}
+
+
+@pytest.mark.parametrize("bad", ["not%20an%20id", "x" * 65, "a;b"])
+def test_malformed_customer_id_is_a_422(client, bad):
+    assert client.get(f"/customers/{bad}").status_code == 422
+
+
+def test_insiders_are_paged_without_gaps_or_repeats(client, store):
+    want = {c.customer_id for c in store.customers() if c.status.insider}
+    seen: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = client.get("/insiders", params={"offset": offset, "limit": 7}).json()
+        assert page["total"] == len(want)
+        seen.extend(item["customer_id"] for item in page["items"])
+        assert all(item["insider"] for item in page["items"])
+        offset = page["next_offset"]
+    assert len(seen) == len(set(seen)) and set(seen) == want
+
+
+def test_events_are_paged_by_cursor(client, store):
+    everything = store.events(None, 100_000).events
+    got: list[dict] = []
+    cursor = None
+    while True:
+        page = client.get(
+            "/events", params={"after": cursor, "limit": 50} if cursor else {"limit": 50}
+        )
+        body = page.json()
+        if not body["events"]:
+            assert body["next_cursor"] is None
+            break
+        got.extend(body["events"])
+        cursor = body["next_cursor"]
+    assert got == everything and len(got) > 50
+    first = got[0]
+    assert set(first) == {
+        "event_id",
+        "type",
+        "customer_id",
+        "at",
+        "reason",
+        "features",
+        "segment",
+        "model_version",
+    }
+    assert set(first["reason"]) == {"code", "text"}
+
+
+def test_health_and_docs(client, store):
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "store": store.backend, "customers": 377}
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/customers/{customer_id}", "/insiders", "/events", "/healthz"} <= set(paths)
