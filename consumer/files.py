@@ -7,6 +7,7 @@ invoice, so that publishing the same file twice yields the same ids.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -102,6 +103,16 @@ def detect_layout(header: list[str]) -> Layout:
     )
 
 
+def _cp1252_fallback(error: UnicodeError) -> tuple[str, int]:
+    assert isinstance(error, UnicodeDecodeError)
+    bad = error.object[error.start : error.end]
+    return bytes(bad).decode("cp1252", errors="replace"), error.end
+
+
+_CP1252_FALLBACK = "insiders-cp1252-fallback"
+codecs.register_error(_CP1252_FALLBACK, _cp1252_fallback)
+
+
 def _open_text(path: Path) -> IO[str]:
     if not path.exists():
         raise InputFileError(f"{path}: no such file; pass a .csv or .csv.gz of invoice lines")
@@ -114,19 +125,8 @@ def _open_text(path: Path) -> IO[str]:
         )
     except OSError as exc:
         raise InputFileError(f"{path}: cannot open it ({exc.strerror or exc})") from None
-    try:
-        head = raw.read(65536)
-        raw.seek(0)
-    except (OSError, EOFError) as exc:
-        raw.close()
-        raise InputFileError(f"{path}: cannot read it ({exc})") from None
-    try:
-        head.decode("utf-8")
-        encoding = "utf-8-sig"
-    except UnicodeDecodeError as exc:
-        # A cut multi-byte character at the end of the sample is still UTF-8.
-        encoding = "utf-8-sig" if exc.start >= len(head) - 3 else "cp1252"
-    return io.TextIOWrapper(raw, encoding=encoding, newline="")
+    # UTF-8, with any byte that is not valid UTF-8 read as cp1252 (copies saved from Excel).
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors=_CP1252_FALLBACK, newline="")
 
 
 def _customer(text: str) -> str | None:

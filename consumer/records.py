@@ -17,7 +17,7 @@ from segmenter.errors import InvalidRecord
 from segmenter.lines import MICROS_PER_POUND, InvoiceLine
 
 MAX_RECORD_BYTES = 64 * 1024
-CUSTOMER_ID = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
+CUSTOMER_ID = re.compile(r"[0-9A-Za-z_.-]{1,64}")  # fullmatch: "$" would let a newline in
 
 REQUIRED = (
     "event_id",
@@ -56,7 +56,7 @@ class DateParser:
     __slots__ = ("_last_text", "_last_ts")
 
     def __init__(self) -> None:
-        self._last_text = ""
+        self._last_text: str | None = None
         self._last_ts = 0
 
     def __call__(self, text: str) -> int:
@@ -130,7 +130,7 @@ def parse_record(raw: bytes, parse_date: DateParser | None = None) -> InvoiceLin
             raise wrong("customer_id", "a string or null")
         if customer == "":
             customer = None
-        elif not CUSTOMER_ID.match(customer):
+        elif not CUSTOMER_ID.fullmatch(customer):
             raise InvalidRecord(
                 "bad_customer_id", f"{where}: field 'customer_id' is {_short(customer)}"
             )

@@ -13,7 +13,7 @@ from enum import StrEnum
 
 # Feature spec v1: a product stock code is five digits and up to two letters.
 # POST, DOT, M, C2, BANK CHARGES, gift_0001_20, DCGS... are not products.
-PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]{0,2}$")
+PRODUCT_CODE = re.compile(r"\d{5}[A-Za-z]{0,2}")  # matched in full: fullmatch, not match
 
 MICROS_PER_POUND = 1_000_000
 
@@ -66,7 +66,7 @@ def is_product(stock_code: str) -> bool:
     known = _product_cache.get(stock_code)
     if known is None:
         # A few thousand distinct codes: caching the regex verdict is a hot-path win.
-        known = _product_cache[stock_code] = PRODUCT_CODE.match(stock_code) is not None
+        known = _product_cache[stock_code] = PRODUCT_CODE.fullmatch(stock_code) is not None
     return known
 
 

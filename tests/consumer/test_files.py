@@ -230,13 +230,6 @@ def test_large_gzip_reads_completely(tmp_path):
     assert sum(1 for _ in read_records(path)) == 20_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="consumer/files.py:114-120 sniffs the encoding from the first 64 KiB only; a cp1252 "
-    "file whose first non-ASCII byte comes later is decoded as UTF-8 and read_records raises "
-    "UnicodeDecodeError (not caught, not InputFileError) at that row",
-)
 def test_cp1252_character_after_the_first_64_kib(tmp_path):
     """A cp1252 '£' far into the file is still decoded (or at worst an InputFileError)."""
     text = big_uci_text(1_000) + "581587,22423,£5 VOUCHER,1,2011-12-09 12:50:00,5,12680,France\n"

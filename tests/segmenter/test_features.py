@@ -200,11 +200,6 @@ def test_a_returns_only_customer_has_no_purchase_features():
     assert got.returned_units == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segmenter/lines.py:17 PRODUCT_CODE.match with '$' accepts a trailing newline "
-    "('85123A\\n' is a product); spec v1 / the reference use a full match",
-)
 def test_a_stock_code_with_a_trailing_newline_is_not_a_product():
     """The spec regex must match the whole code, as the batch reference's fullmatch does."""
     moment = BASE + timedelta(days=1)
