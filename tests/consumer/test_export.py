@@ -1,0 +1,59 @@
+"""`insiders export` writes one row per customer with the documented columns, in CSV and Parquet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from consumer.file_source import FileInvoiceSource
+from consumer.memory import MemoryEventSink
+from consumer.pipeline import Pipeline
+from segmenter.model import SegmentModel
+from tests.conftest import REDIS_URL, SAMPLE
+from tests.reference import load_lines, spec_v1
+
+SPEC_V1 = [
+    "revenue",
+    "invoices",
+    "lines",
+    "units",
+    "returned_value",
+    "returned_units",
+    "first_purchase_at",
+    "last_purchase_at",
+    "recency_days",
+    "frequency",
+    "avg_ticket",
+]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_from_redis(redis_store, redis_prefix, tmp_path, fmt):
+    pipeline = Pipeline(redis_store, MemoryEventSink(), SegmentModel())
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    out = tmp_path / f"customers.{fmt}"
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "export", "--out", str(out), "--format", fmt],
+        env={**os.environ, "INSIDERS_REDIS_URL": REDIS_URL, "INSIDERS_REDIS_PREFIX": redis_prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    frame = (
+        pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out, dtype={"customer_id": str})
+    )
+    assert list(frame.columns) == ["customer_id", *SPEC_V1, "segment", "insider"]
+    reference = spec_v1(load_lines(SAMPLE))
+    assert sorted(frame["customer_id"]) == sorted(reference.index)
+    frame = frame.set_index("customer_id").loc[reference.index]
+    assert (frame["revenue"] - reference["revenue"]).abs().max() < 0.005
+    assert (frame["invoices"].to_numpy() == reference["invoices"].to_numpy()).all()
+    assert frame["insider"].sum() == redis_store.insiders(0, 0)[1]
+    assert set(frame.loc[frame["insider"], "segment"]) == {1}
+    assert f"wrote {len(reference):,} customers" in done.stdout
