@@ -7,6 +7,7 @@ import itertools
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
@@ -249,11 +250,23 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         f"{len(insiders):,} Insiders ({len(insiders) / max(len(customers), 1):.1%} of customers) "
         f"holding {share:.1%} of revenue"
     )
-    print(f"serving the API on http://{host}:{args.port}  (docs: http://{host}:{args.port}/docs)")
-    print(f"try: curl http://{host}:{args.port}/insiders?limit=5   (Ctrl-C stops)")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    uvicorn.run(create_app(store), host=host, port=args.port, log_level="warning")
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store), host=host, port=args.port, log_level="warning")
+    )
+
+    def announce() -> None:
+        # Only once the socket is bound: a user who copies the URL must get an answer.
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            url = f"http://{host}:{args.port}"
+            print(f"serving the API on {url}  (docs: {url}/docs)", flush=True)
+            print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
     print("stopped")
     return 0
 

@@ -194,23 +194,27 @@ class KafkaInvoiceSource:
         size = self.block_size
         while not self.stopping:
             polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            ready: list[list[SourceRecord]] = []
             for tp, messages in polled.items():
                 buffer = self.buffers.setdefault(tp, [])
                 for m in messages:
                     if buffer and m.offset // size != buffer[-1].offset // size:
-                        yield buffer
+                        ready.append(buffer)
                         buffer = self.buffers[tp] = []
                     buffer.append(SourceRecord(m.topic, m.partition, m.offset, m.key, m.value))
                 if buffer and (buffer[-1].offset + 1) % size == 0:
-                    yield buffer
+                    ready.append(buffer)
                     self.buffers[tp] = []
-            for tp in list(self.buffers):
-                buffer = self.buffers[tp]
+            for tp, buffer in list(self.buffers.items()):
                 # Live mode: an idle poll flushes partial blocks. Backfill: only the end does,
                 # so that blocks never depend on fetch timing.
                 if buffer and ((not polled and not self.exit_at_end) or self._reached_end(tp)):
-                    yield buffer
+                    ready.append(buffer)
                     self.buffers[tp] = []
+            for block in ready:
+                if self.stopping:  # what is left was never committed: it is read again
+                    return
+                yield block
             if self.exit_at_end and self._at_end():
                 return
 
