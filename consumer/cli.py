@@ -266,7 +266,10 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
             print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the SIGINT it handled: stopping is what the user asked for
     print("stopped")
     return 0
 
