@@ -137,15 +137,19 @@ def _customer(text: str) -> str | None:
     return text[:-2] if text.endswith(".0") else text
 
 
-def _number(text: str) -> Any:
+def _integer(text: str) -> Any:
     try:
         return int(text)
     except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            # Left for the validator to reject with a reason: the record still goes through.
-            return text
+        return _decimal(text)  # "6.0" stays a float: the validator says it is not an integer
+
+
+def _decimal(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        # Left for the validator to reject with a reason: the record still goes through.
+        return text
 
 
 def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
@@ -184,9 +188,9 @@ def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
                     "invoice_no": invoice,
                     "stock_code": stock,
                     "description": description,
-                    "quantity": _number(qty),
+                    "quantity": _integer(qty),
                     "invoice_date": last_iso,
-                    "unit_price": _number(price),
+                    "unit_price": _decimal(price),
                     "customer_id": _customer(customer),
                     "country": country,
                 }

@@ -29,6 +29,8 @@ REQUIRED = (
     "customer_id",
 )
 
+_REQUIRED = frozenset(REQUIRED)
+
 # Every reason a record can be rejected for; the DLQ and the logs use these names.
 REASONS = (
     "too_large",
@@ -91,13 +93,13 @@ def parse_record(raw: bytes, parse_date: DateParser | None = None) -> InvoiceLin
         doc: Any = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRecord("not_json", f"not JSON ({exc.msg}): {_short(raw[:40])}") from None
-    if not isinstance(doc, dict) or not any(name in doc for name in REQUIRED):
+    if not isinstance(doc, dict) or _REQUIRED.isdisjoint(doc):
         keys = sorted(doc)[:5] if isinstance(doc, dict) else type(doc).__name__
         raise InvalidRecord("unknown_layout", f"not an invoice-line record: {_short(keys)}")
-    missing = [name for name in REQUIRED if name not in doc]
     event_id = doc.get("event_id")
     where = f"event {event_id}" if isinstance(event_id, str) and event_id else "record"
-    if missing:
+    if not _REQUIRED <= doc.keys():
+        missing = [name for name in REQUIRED if name not in doc]
         raise InvalidRecord("missing_field", f"{where}: missing field(s) {', '.join(missing)}")
 
     def wrong(field: str, expected: str) -> InvalidRecord:
