@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import signal
@@ -266,10 +267,9 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
             print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
-    try:
+    # uvicorn re-raises the SIGINT it handled: stopping is what the user asked for.
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the SIGINT it handled: stopping is what the user asked for
     print("stopped")
     return 0
 

@@ -11,6 +11,7 @@ import codecs
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +111,8 @@ def _cp1252_fallback(error: UnicodeError) -> tuple[str, int]:
 
 
 _CP1252_FALLBACK = "insiders-cp1252-fallback"
+# What a truncated, corrupt or vanished file raises while it is read.
+_READ_ERRORS = (OSError, EOFError, csv.Error, zlib.error)
 codecs.register_error(_CP1252_FALLBACK, _cp1252_fallback)
 
 
@@ -166,7 +169,7 @@ def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
             header = next(reader)
         except StopIteration:
             raise InputFileError(f"{path}: the file is empty") from None
-        except (OSError, EOFError, csv.Error) as exc:
+        except _READ_ERRORS as exc:
             raise InputFileError(f"{path}: cannot read it ({exc})") from None
         layout = detect_layout(header)
         date_format = layout.date_format
@@ -194,7 +197,7 @@ def read_records(path: Path | str) -> Iterator[dict[str, Any]]:
                     "customer_id": _customer(customer),
                     "country": country,
                 }
-        except (OSError, EOFError, csv.Error) as exc:
+        except _READ_ERRORS as exc:
             raise InputFileError(
                 f"{path}: cannot read it past line {reader.line_num} ({exc})"
             ) from None

@@ -98,7 +98,7 @@ def parse_record(raw: bytes, parse_date: DateParser | None = None) -> InvoiceLin
         raise InvalidRecord("unknown_layout", f"not an invoice-line record: {_short(keys)}")
     event_id = doc.get("event_id")
     where = f"event {event_id}" if isinstance(event_id, str) and event_id else "record"
-    if not _REQUIRED <= doc.keys():
+    if not doc.keys() >= _REQUIRED:
         missing = [name for name in REQUIRED if name not in doc]
         raise InvalidRecord("missing_field", f"{where}: missing field(s) {', '.join(missing)}")
 

@@ -62,3 +62,70 @@ def test_help_explains_every_command():
     for command in ("publish", "consume", "api", "export", "replay"):
         assert command in done.stdout
     assert "INSIDERS_KAFKA_BOOTSTRAP" in done.stdout
+
+
+def test_port_in_use_is_one_line():
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = insiders("demo", "--port", str(port))
+    assert done.returncode == 2
+    message = f"port {port} on 127.0.0.1 is in use; stop what holds it or pass --port N"
+    assert done.stderr == f"insiders: error: {message}\n"
+
+
+def test_unreadable_file_is_one_line(tmp_path):
+    broken = tmp_path / "broken.csv.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00 this is not gzip data")
+    done = insiders("replay", str(broken))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"insiders: error: {broken}: cannot read it")
+    assert done.stderr.count("\n") == 1
+
+
+def sample_rows(count: int) -> str:
+    import gzip
+
+    from tests.conftest import SAMPLE
+
+    with gzip.open(SAMPLE, "rt") as f:
+        return "".join(f.readline() for _ in range(count + 1))
+
+
+def test_replay_until_stops_at_an_event_time(tmp_path):
+    import pandas as pd
+
+    from tests.conftest import SAMPLE
+
+    out = tmp_path / "until.csv"
+    done = insiders("replay", str(SAMPLE), "--until", "2011-03-01", "--export", str(out))
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out, parse_dates=["last_purchase_at"])
+    lines = pd.read_csv(SAMPLE, parse_dates=["InvoiceDate"], dtype={"CustomerID": str})
+    early = lines[lines["InvoiceDate"] <= "2011-03-01"]
+    buyers = early[(early["Quantity"] > 0) & early["CustomerID"].notna() & (early["UnitPrice"] > 0)]
+    buyers = buyers[buyers["StockCode"].astype(str).str.fullmatch(r"\d{5}[A-Za-z]{0,2}")]
+    assert len(frame) == buyers["CustomerID"].nunique()
+    assert frame["last_purchase_at"].max() <= pd.Timestamp("2011-03-01")
+
+
+def test_snapshot_continues_where_it_stopped(tmp_path):
+    import pandas as pd
+
+    from tests.conftest import SAMPLE
+
+    snap, first, whole = tmp_path / "state.snapshot", tmp_path / "a.csv", tmp_path / "b.csv"
+    done = insiders("replay", str(SAMPLE), "--until", "2011-06-30", "--snapshot", str(snap))
+    assert done.returncode == 0 and snap.exists(), done.stderr
+    done = insiders("replay", str(SAMPLE), "--snapshot", str(snap), "--export", str(first))
+    assert done.returncode == 0, done.stderr
+    assert "0 duplicate" in done.stderr and "already applied" in done.stderr
+    skipped = int(done.stderr.split(" already applied")[0].rsplit(", ", 1)[1].replace(",", ""))
+    assert skipped > 10_000  # the lines up to June were not applied a second time
+    done = insiders("replay", str(SAMPLE), "--export", str(whole))
+    assert done.returncode == 0, done.stderr
+    features = ["customer_id", "revenue", "invoices", "lines", "units", "last_purchase_at"]
+    pd.testing.assert_frame_equal(pd.read_csv(first)[features], pd.read_csv(whole)[features])
