@@ -37,6 +37,8 @@ class MemoryFeatureStore:
     published: int = 0
     pending_ids: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     insider_since: dict[str, int] = field(default_factory=dict)
+    histories: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     model: bytes | None = None
     model_version: int = 0
     last_ts: int | None = None
@@ -101,7 +103,12 @@ class MemoryFeatureStore:
                 self.insider_since[cid] = status.insider_since
             else:
                 self.insider_since.pop(cid, None)
-        self.outbox.extend(event.as_dict() for event in result.events)
+        for event in result.events:
+            doc = event.as_dict()
+            self.outbox.append(doc)
+            self.histories.setdefault(event.customer_id, []).append(doc)
+            key = f"{event.type}:{event.reason.code}"
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.model, self.model_version = model, model_version
         self.pending_ids.clear()
 
@@ -124,6 +131,12 @@ class MemoryFeatureStore:
         for cid, state in list(self.states.items()):
             if state.has_purchases:
                 yield Customer(cid, state, self.statuses.get(cid, InsiderStatus()))
+
+    def history(self, customer_id: str) -> list[dict[str, object]]:
+        return list(self.histories.get(customer_id, []))
+
+    def event_counts(self) -> dict[str, int]:
+        return dict(self.counts)
 
     def customer_count(self) -> int:
         return sum(1 for state in self.states.values() if state.has_purchases)

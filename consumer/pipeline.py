@@ -25,7 +25,8 @@ from consumer.records import DateParser, parse_record
 from segmenter.errors import InvalidRecord
 from segmenter.lines import InvoiceLine
 from segmenter.model import SegmentModel
-from segmenter.segmentation import Segmenter
+from segmenter.policy import InsiderPolicy
+from segmenter.segmentation import Segmenter, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,16 @@ class Pipeline:
         sink: EventSink,
         model: SegmentModel | None = None,
         clock: Clock = event_clock,
+        policy: InsiderPolicy | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
         self.clock = clock
+        self.segmenter = Segmenter(model or SegmentModel(), policy or InsiderPolicy())
         checkpoint = store.model_checkpoint()
         if checkpoint is not None:
-            model = SegmentModel.loads(checkpoint)
-            log.info("restored model v%d from the store", model.version)
-        self.segmenter = Segmenter(model or SegmentModel())
+            self.segmenter.restore(checkpoint)
+            log.info("restored model v%d from the store", self.segmenter.model.version)
         self.stats = PipelineStats()
         self._dates = DateParser()
         self._offsets: dict[tuple[str, int], int] = {}
@@ -88,8 +90,13 @@ class Pipeline:
         self.publish_events()
 
     def process(self, block: Sequence[SourceRecord]) -> None:
-        """Process consecutive records of one partition; durable when this returns."""
+        """Process consecutive records of one partition; durable when this returns.
+
+        An empty block is a tick of an idle live stream: only the sweep may run.
+        """
         if not block:
+            self.sweep()
+            self.publish_events()
             return
         first = block[0]
         key = (first.topic, first.partition)
@@ -124,6 +131,7 @@ class Pipeline:
             self._offsets[key] = last
         stats.blocks += 1
         self.segment()
+        self.sweep()
         self.publish_events()
 
     def segment(self) -> None:
@@ -135,8 +143,20 @@ class Pipeline:
             return
         customers = self.store.load(pending)
         result = self.segmenter.step([(c.customer_id, c.state, c.status) for c in customers], now)
-        model = self.segmenter.model
-        self.store.commit_step(result, model.dumps(), model.version)
+        self._commit(result)
+
+    def sweep(self) -> None:
+        """Re-assess every Insider once per sweep interval of the clock (time-driven exits)."""
+        now = self.clock(self.store)
+        if now is None or not self.segmenter.sweep_due(now):
+            return
+        insiders, _ = self.store.insiders(0, 1_000_000)
+        result = self.segmenter.sweep([(c.customer_id, c.state, c.status) for c in insiders], now)
+        self._commit(result)
+
+    def _commit(self, result: StepResult) -> None:
+        segmenter = self.segmenter
+        self.store.commit_step(result, segmenter.checkpoint(), segmenter.model.version)
 
     def publish_events(self) -> None:
         events, cursor = self.store.unpublished_events()

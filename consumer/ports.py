@@ -84,7 +84,7 @@ class FeatureStore(Protocol):
     def load(self, customer_ids: Sequence[str]) -> list[Customer]: ...
 
     def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
-        """Store statuses, append events to the outbox and checkpoint the model, atomically."""
+        """Store statuses, append events to the outbox and histories, checkpoint, atomically."""
         ...
 
     def watermark(self) -> int | None:
@@ -103,6 +103,14 @@ class FeatureStore(Protocol):
         ...
 
     def customer_count(self) -> int: ...
+
+    def history(self, customer_id: str) -> list[dict[str, object]]:
+        """The customer's entry and exit events, oldest first."""
+        ...
+
+    def event_counts(self) -> dict[str, int]:
+        """Events so far by ``<type>:<reason code>``, e.g. ``insider.exited:lapsed``."""
+        ...
 
     def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
         """A page of Insiders ordered by entry time, and the total count."""

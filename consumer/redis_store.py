@@ -6,6 +6,7 @@ Keys (all under a prefix, ``insiders:`` by default):
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
+``h:<id>`` a customer's own events, ``event_counts`` events by type and reason,
 ``model`` / ``model_version`` the model checkpoint.
 
 The apply script takes no KEYS (it derives key names from the prefix), so it runs on a
@@ -156,7 +157,10 @@ class RedisFeatureStore:
             else:
                 pipe.zrem(insiders, cid)
         for event in result.events:
-            pipe.xadd(self._key("events"), {"e": orjson.dumps(event.as_dict())})
+            doc = orjson.dumps(event.as_dict())
+            pipe.xadd(self._key("events"), {"e": doc})
+            pipe.rpush(self._key("h:" + event.customer_id), doc)
+            pipe.hincrby(self._key("event_counts"), f"{event.type}:{event.reason.code}", 1)
         pipe.set(self._key("model"), model)
         pipe.set(self._key("model_version"), model_version)
         pipe.delete(self._key("pending"))
@@ -188,6 +192,14 @@ class RedisFeatureStore:
                 batch = []
         if batch:
             yield from self.load(batch)
+
+    def history(self, customer_id: str) -> list[dict[str, object]]:
+        raw: Any = self.client.lrange(self._key("h:" + customer_id), 0, -1)
+        return [orjson.loads(doc) for doc in raw]
+
+    def event_counts(self) -> dict[str, int]:
+        raw: Any = self.client.hgetall(self._key("event_counts"))
+        return {_str(k): int(v) for k, v in raw.items()}
 
     def customer_count(self) -> int:
         return int(self.client.scard(self._key("customers")))

@@ -1,16 +1,20 @@
-"""The online segmentation model: scaling, a river clusterer, and segments ranked by value.
+"""The online segmentation model: scaling, a clusterer, segments ranked by value, and why.
 
 river's clusterers number their clusters arbitrarily and move them as they learn.
 Callers never see those numbers: :class:`SegmentModel` reports a *segment rank*,
 1 being the highest-value segment (the Insiders), recomputed from the centroids
 after every update. The model is not thread-safe; one writer owns it.
+
+Besides the segment, :meth:`SegmentModel.assess` says how far a customer is from
+the Insider edge (the boundary between the top centre and the nearest other one)
+and which inputs pull them towards or away from it: the "why" of a status.
 """
 
 from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from river import preprocessing
 
@@ -22,6 +26,14 @@ INSIDER_SEGMENT = 1
 # Signs of each model input in a segment's value: more money and more visits
 # are worth more, a longer time since the last purchase is worth less.
 VALUE_WEIGHTS = {"monetary": 1.0, "frequency": 1.0, "ticket": 0.5, "recency": -1.0}
+
+# Model input -> (spec v1 feature it comes from, unit) for explanations.
+INPUT_FEATURES = {
+    "recency": ("recency_days", "days"),
+    "frequency": ("frequency", "invoices per 30 days"),
+    "monetary": ("revenue", "£"),
+    "ticket": ("avg_ticket", "£ per invoice"),
+}
 
 
 def model_input(features: CustomerFeatures) -> dict[str, float]:
@@ -41,6 +53,31 @@ def model_input(features: CustomerFeatures) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """One input's part in a customer's position relative to the Insider edge."""
+
+    input: str
+    feature: str
+    value: float  # the customer's spec v1 value
+    insider_typical: float  # the same feature at the Insider centre
+    pull: float  # > 0 pulls towards the Insiders, < 0 away (squared-distance units)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Where a customer stands: segment rank, margin to the Insider edge, and drivers.
+
+    ``margin`` is (d_other - d_top) / (d_other + d_top), from the distances to the
+    top centre and to the nearest other centre: positive inside the Insider
+    segment, negative outside, 0 on the edge, at most 1 in magnitude.
+    """
+
+    segment: int | None
+    margin: float | None
+    drivers: tuple[Driver, ...] = ()
+
+
 @dataclass
 class SegmentModel:
     """StandardScaler and sequential k-means; segments ranked by centroid value.
@@ -54,17 +91,27 @@ class SegmentModel:
 
     n_segments: int = 4
     warmup: int = 256
+    memory: int = 5000
     seed: int = 42
+    weights: dict[str, float] = field(default_factory=dict)  # per input, after scaling
     version: int = 0
 
     def __post_init__(self) -> None:
         self.scaler = preprocessing.StandardScaler()
-        self.clusterer = SequentialKMeans(self.n_segments, warmup=self.warmup, seed=self.seed)
+        self.clusterer = SequentialKMeans(
+            self.n_segments, warmup=self.warmup, memory=self.memory, seed=self.seed
+        )
         self._ranks: dict[int, int] = {}
+
+    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+        z = self.scaler.transform_one(x)
+        if self.weights:
+            z = {k: v * self.weights.get(k, 1.0) for k, v in z.items()}
+        return z
 
     def learn(self, x: dict[str, float]) -> None:
         self.scaler.learn_one(x)
-        self.clusterer.learn_one(self.scaler.transform_one(x))
+        self.clusterer.learn_one(self._scaled(x))
         self._ranks = {}
 
     def end_step(self) -> None:
@@ -80,14 +127,58 @@ class SegmentModel:
         ordered = sorted(self.clusterer.centers, key=value, reverse=True)
         return {label: rank for rank, label in enumerate(ordered, start=1)}
 
+    @property
+    def ranks(self) -> dict[int, int]:
+        if not self._ranks:
+            self._ranks = self._rank()
+        return self._ranks
+
     def segment_of(self, x: dict[str, float]) -> int | None:
         """Segment rank of ``x`` (1 is the top-value segment); None during the warm-up."""
         if not self.clusterer.ready:
             return None
-        if not self._ranks:
-            self._ranks = self._rank()
-        label = self.clusterer.predict_one(self.scaler.transform_one(x))
-        return self._ranks[label]
+        return self.ranks[self.clusterer.predict_one(self._scaled(x))]
+
+    def assess(self, x: dict[str, float]) -> Assessment:
+        """Segment, margin to the Insider edge and the inputs that decide it."""
+        if not self.clusterer.ready:
+            return Assessment(None, None)
+        z = self._scaled(x)
+        centres = self.clusterer.centers
+        top = next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)
+
+        def sq(a: dict[str, float], b: dict[str, float]) -> float:
+            return sum((a[k] - b.get(k, 0.0)) ** 2 for k in sorted(a))
+
+        others = sorted((sq(z, c), label) for label, c in centres.items() if label != top)
+        d_top = sq(z, centres[top])
+        if not others:
+            return Assessment(INSIDER_SEGMENT, 1.0)
+        d_other, other = others[0]
+        root_top, root_other = math.sqrt(d_top), math.sqrt(d_other)
+        margin = (root_other - root_top) / (root_other + root_top or 1.0)
+        label = self.clusterer.predict_one(z)
+        drivers = []
+        for name in sorted(z):
+            pull = (z[name] - centres[other][name]) ** 2 - (z[name] - centres[top][name]) ** 2
+            drivers.append((name, pull))
+        drivers.sort(key=lambda item: -abs(item[1]))
+        return Assessment(
+            self.ranks[label],
+            margin,
+            tuple(self._driver(name, pull, x, centres[top]) for name, pull in drivers),
+        )
+
+    def _driver(
+        self, name: str, pull: float, x: dict[str, float], top: dict[str, float]
+    ) -> Driver:
+        feature = INPUT_FEATURES.get(name, (name, ""))[0]
+        # Back from the (weighted) standardised centre to the feature's own units.
+        weight = self.weights.get(name, 1.0) or 1.0
+        mean = self.scaler.means.get(name, 0.0)
+        std = math.sqrt(self.scaler.vars.get(name, 0.0)) or 1.0
+        typical = math.expm1(top[name] / weight * std + mean)
+        return Driver(name, feature, math.expm1(x[name]), typical, pull)
 
     def dumps(self) -> bytes:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,12 +1,26 @@
-"""The Insider policy: turns segment assignments into durable membership and events."""
+"""The Insider policy: turns model assessments into durable membership, with hysteresis.
+
+A status that flaps is worse than none for marketing, so entering and leaving are
+asymmetric:
+
+* **enter** when the model puts the customer in the top-value segment at least
+  ``entry_margin`` inside the edge (margin: see :class:`segmenter.model.Assessment`);
+* **exit** when the customer falls ``exit_margin`` outside the edge (a margin below
+  ``-exit_margin``) and has been an Insider for ``min_dwell_days``; or, at any time,
+  when the last purchase is more than ``lapse_days`` ago.
+
+An exit found by the periodic sweep (no purchase of theirs arrived, time moved on)
+whose strongest driver is recency is a ``lapsed`` exit; other exits are
+``left_top_segment``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from segmenter.events import ENTERED, EXITED, InsiderEvent, Reason, snapshot
-from segmenter.features import CustomerFeatures
-from segmenter.model import INSIDER_SEGMENT
+from segmenter.features import SECONDS_PER_DAY, CustomerFeatures
+from segmenter.model import INSIDER_SEGMENT, Assessment
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,47 +39,99 @@ class InsiderStatus:
 
 
 @dataclass(frozen=True)
-class InsiderPolicy:
-    """A customer is an Insider while the model puts them in the top-value segment.
+class PolicySettings:
+    """Entry and exit rules; the defaults are what `insiders evaluate` measured."""
 
-    >>> policy = InsiderPolicy()
+    entry_margin: float = 0.05
+    exit_margin: float = 0.05
+    min_dwell_days: float = 30.0
+    lapse_days: float = 120.0
+
+
+def describe(assessment: Assessment, limit: int = 2) -> str:
+    """The strongest drivers in words, e.g. "frequency 2.1 (Insiders ~1.4)"."""
+    parts = []
+    for d in assessment.drivers[:limit]:
+        direction = "for" if d.pull > 0 else "against"
+        parts.append(f"{d.feature} {d.value:,.1f} {direction} (Insiders ~{d.insider_typical:,.1f})")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class InsiderPolicy:
+    """Membership decisions with hysteresis, a minimum dwell and a lapse rule.
+
     >>> from segmenter.features import CustomerState, features_of
     >>> f = features_of(CustomerState(lines=1, invoices=1, first_ts=0, last_ts=0), 0)
-    >>> status, event = policy.decide("42", InsiderStatus(), 1, f, now_ts=0, model_version=3)
-    >>> status.insider, event.event_id, event.type
-    (True, '42:1', 'insider.entered')
+    >>> policy = InsiderPolicy()
+    >>> status, event = policy.decide("42", InsiderStatus(), Assessment(1, 0.3), f, 0, 3)
+    >>> status.insider, event.event_id, event.type, event.reason.code
+    (True, '42:1', 'insider.entered', 'top_segment')
+    >>> policy.decide("42", status, Assessment(2, -0.01), f, 0, 4)[1] is None  # within the band
+    True
     """
+
+    settings: PolicySettings = PolicySettings()
 
     def decide(
         self,
         customer_id: str,
         status: InsiderStatus,
-        segment: int | None,
+        assessment: Assessment,
         features: CustomerFeatures,
         now_ts: int,
         model_version: int,
+        sweep: bool = False,
     ) -> tuple[InsiderStatus, InsiderEvent | None]:
-        in_top = segment == INSIDER_SEGMENT
-        new = replace(status, segment=segment, model_version=model_version)
-        if in_top == status.insider:
-            return new, None
-        if in_top:
+        rules = self.settings
+        new = replace(status, segment=assessment.segment, model_version=model_version)
+        margin = assessment.margin
+        recency = features.recency_days if features.recency_days is not None else 0.0
+        reason: Reason | None = None
+        if not status.insider:
+            if (
+                assessment.segment == INSIDER_SEGMENT
+                and margin is not None
+                and margin >= rules.entry_margin
+                and recency <= rules.lapse_days
+            ):
+                reason = Reason(
+                    "top_segment",
+                    f"entered the top-value segment, {margin:.2f} inside the edge: "
+                    + describe(assessment),
+                )
+        elif recency > rules.lapse_days:
             reason = Reason(
-                "top_segment", f"moved into the top-value segment (model v{model_version})"
+                "lapsed", f"no purchase for {recency:.0f} days (limit {rules.lapse_days:.0f})"
             )
-            kind, since = ENTERED, now_ts
-        else:
-            reason = Reason("left_top_segment", f"now in value segment {segment} of the model")
-            kind, since = EXITED, None
+        elif margin is not None and margin <= -rules.exit_margin:
+            since = status.insider_since if status.insider_since is not None else now_ts
+            dwell = (now_ts - since) / SECONDS_PER_DAY
+            if dwell >= rules.min_dwell_days:
+                strongest = assessment.drivers[0].input if assessment.drivers else ""
+                code = "lapsed" if sweep and strongest == "recency" else "left_top_segment"
+                reason = Reason(
+                    code,
+                    f"{-margin:.2f} outside the Insider edge after {dwell:.0f} days: "
+                    + describe(assessment),
+                )
+        if reason is None:
+            return new, None
+        entering = not status.insider
         sequence = status.sequence + 1
-        new = replace(new, insider=in_top, insider_since=since, sequence=sequence)
+        new = replace(
+            new,
+            insider=entering,
+            insider_since=now_ts if entering else None,
+            sequence=sequence,
+        )
         event = InsiderEvent(
             customer_id=customer_id,
             sequence=sequence,
-            type=kind,
+            type=ENTERED if entering else EXITED,
             at_ts=now_ts,
             reason=reason,
-            segment=segment,
+            segment=assessment.segment,
             model_version=model_version,
             features=snapshot(features),
         )

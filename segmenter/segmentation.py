@@ -1,14 +1,17 @@
-"""One segmentation step: learn from the customers that changed, then re-assign them."""
+"""Segmentation steps: learn from the customers that changed and re-assign them; sweep."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from segmenter.events import InsiderEvent
-from segmenter.features import CustomerState, features_of
+from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of
 from segmenter.model import SegmentModel, model_input
 from segmenter.policy import InsiderPolicy, InsiderStatus
+
+Customers = Sequence[tuple[str, CustomerState, InsiderStatus]]
 
 
 @dataclass
@@ -21,34 +24,54 @@ class StepResult:
 class Segmenter:
     """Pure core of the segmentation: no I/O, no clock (``now_ts`` is passed in).
 
-    The step is deterministic for a given model state, customer order and
-    ``now_ts``, which is what lets a replay and the live path agree exactly.
+    Steps are deterministic for a given model state, customer order and ``now_ts``,
+    which is what lets a replay and the live path agree exactly.
     """
 
     model: SegmentModel = field(default_factory=SegmentModel)
     policy: InsiderPolicy = field(default_factory=InsiderPolicy)
+    sweep_every: int = SECONDS_PER_DAY
+    swept_at: int | None = None
 
-    def step(
-        self,
-        customers: Sequence[tuple[str, CustomerState, InsiderStatus]],
-        now_ts: int,
-    ) -> StepResult:
-        result = StepResult()
+    def step(self, customers: Customers, now_ts: int) -> StepResult:
+        """Learn from customers whose state changed, then re-assess them."""
         changed = [(cid, state, status) for cid, state, status in customers if state.has_purchases]
         if not changed:
-            return result
-        inputs = []
-        for cid, state, status in changed:
-            features = features_of(state, now_ts)
-            x = model_input(features)
-            self.model.learn(x)
-            inputs.append((cid, status, features, x))
+            return StepResult()
+        for _, state, _ in changed:
+            self.model.learn(model_input(features_of(state, now_ts)))
         self.model.end_step()
+        return self._assess(changed, now_ts, sweep=False)
+
+    def sweep_due(self, now_ts: int) -> bool:
+        return self.swept_at is None or now_ts - self.swept_at >= self.sweep_every
+
+    def sweep(self, insiders: Customers, now_ts: int) -> StepResult:
+        """Re-assess current Insiders as time moves (recency grows without new events)."""
+        self.swept_at = now_ts
+        return self._assess(insiders, now_ts, sweep=True)
+
+    def _assess(self, customers: Customers, now_ts: int, sweep: bool) -> StepResult:
+        result = StepResult()
         version = self.model.version
-        for cid, status, features, x in inputs:
-            segment = self.model.segment_of(x)
-            new, event = self.policy.decide(cid, status, segment, features, now_ts, version)
-            result.statuses[cid] = new
+        for cid, state, status in customers:
+            features = features_of(state, now_ts)
+            assessment = self.model.assess(model_input(features))
+            new, event = self.policy.decide(
+                cid, status, assessment, features, now_ts, version, sweep=sweep
+            )
+            if new != status:
+                result.statuses[cid] = new
             if event is not None:
                 result.events.append(event)
         return result
+
+    def checkpoint(self) -> bytes:
+        """The learned state (model and sweep clock), for the store."""
+        return pickle.dumps((self.model, self.swept_at), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes) -> None:
+        model, swept_at = pickle.loads(blob)
+        if not isinstance(model, SegmentModel):
+            raise TypeError(f"checkpoint holds a {type(model).__name__}, not a SegmentModel")
+        self.model, self.swept_at = model, swept_at

@@ -25,7 +25,8 @@ def client(store):
 def test_customer_status_has_features_segment_and_insider_flag(client, store):
     insider = next(c for c in store.customers() if c.status.insider)
     body = client.get(f"/customers/{insider.customer_id}").json()
-    assert body["insider"] is True and body["segment"] == 1
+    # Hysteresis: an Insider may sit outside segment 1 within the exit band or the dwell time.
+    assert body["insider"] is True and body["segment"] == insider.status.segment
     assert body["insider_since"] is not None and body["model_version"] > 0
     assert body["features"]["revenue"] == insider.state.revenue_micros / 1e6
     assert body["features"]["invoices"] == insider.state.invoices

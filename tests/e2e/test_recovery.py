@@ -14,6 +14,7 @@ from consumer.records import parse_record
 from consumer.redis_store import RedisFeatureStore
 from segmenter.errors import InvalidRecord
 from segmenter.model import SegmentModel
+from segmenter.segmentation import Segmenter
 from tests.conftest import SAMPLE
 
 BLOCK = 2000
@@ -89,7 +90,9 @@ def test_restart_restores_the_model_checkpoint(redis_store):
     run_through(redis_store, MemoryEventSink(), all_blocks[:4])
     checkpoint = redis_store.model_checkpoint()
     assert checkpoint is not None
-    saved = SegmentModel.loads(checkpoint)
+    saved = Segmenter()
+    saved.restore(checkpoint)
     restarted = Pipeline(redis_store, MemoryEventSink(), SegmentModel(seed=999))
-    assert restarted.segmenter.model.version == saved.version > 0
-    assert restarted.segmenter.model.clusterer.centres == saved.clusterer.centres
+    assert restarted.segmenter.model.version == saved.model.version > 0
+    assert restarted.segmenter.model.clusterer.centres == saved.model.clusterer.centres
+    assert restarted.segmenter.swept_at == saved.swept_at is not None

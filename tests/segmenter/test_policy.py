@@ -1,74 +1,85 @@
-"""InsiderPolicy: entry on the top segment, no event while staying, exit when it drops."""
+"""InsiderPolicy: entry and exit with hysteresis, minimum dwell, lapse; idempotent event ids."""
 
 from __future__ import annotations
 
 import pytest
 
-from segmenter.features import CustomerState, features_of
-from segmenter.policy import InsiderPolicy, InsiderStatus
+from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of
+from segmenter.model import Assessment, Driver
+from segmenter.policy import InsiderPolicy, InsiderStatus, PolicySettings
 
-FEATURES = features_of(
-    CustomerState(
-        revenue_micros=123_456_789, invoices=3, lines=7, units=40, first_ts=0, last_ts=86_400
-    ),
-    10 * 86_400,
-)
+DAY = SECONDS_PER_DAY
+RULES = PolicySettings(entry_margin=0.1, exit_margin=0.1, min_dwell_days=30, lapse_days=90)
+POLICY = InsiderPolicy(RULES)
+RECENCY_FIRST = (Driver("recency", "recency_days", 80.0, 5.0, -2.0),)
+MONEY_FIRST = (Driver("monetary", "revenue", 100.0, 5000.0, -2.0),)
 
 
-def test_entering_the_top_segment_emits_entered():
-    """Segment 1 makes a customer an Insider since now, with event id '<cid>:1'."""
-    status, event = InsiderPolicy().decide(
-        "17850", InsiderStatus(), 1, FEATURES, now_ts=1_000, model_version=3
+def features(last_day: int, now_day: int):
+    state = CustomerState(
+        revenue_micros=5_000_000_000,
+        invoices=10,
+        lines=50,
+        units=500,
+        first_ts=0,
+        last_ts=last_day * DAY,
     )
-    assert status == InsiderStatus(
-        segment=1, insider=True, insider_since=1_000, sequence=1, model_version=3
-    )
-    assert event is not None
-    assert event.type == "insider.entered"
-    assert event.event_id == "17850:1"
-    assert (event.customer_id, event.sequence, event.at_ts) == ("17850", 1, 1_000)
-    assert (event.segment, event.model_version) == (1, 3)
-    assert event.features["invoices"] == 3
-    assert event.features["revenue"] == pytest.approx(123.4568)
+    return features_of(state, now_day * DAY)
 
 
-def test_staying_emits_nothing_and_keeps_insider_since():
-    """A second segment-1 decision updates the model version only: no event."""
-    policy = InsiderPolicy()
-    entered, _ = policy.decide("17850", InsiderStatus(), 1, FEATURES, now_ts=1_000, model_version=3)
-    status, event = policy.decide("17850", entered, 1, FEATURES, now_ts=5_000, model_version=4)
-    assert event is None
-    assert status == InsiderStatus(
-        segment=1, insider=True, insider_since=1_000, sequence=1, model_version=4
-    )
+def insider(since_day: int = 0, sequence: int = 1) -> InsiderStatus:
+    return InsiderStatus(segment=1, insider=True, insider_since=since_day * DAY, sequence=sequence)
 
 
-def test_dropping_to_segment_two_emits_exited():
-    """Leaving segment 1 ends membership: insider.exited, sequence 2, insider_since None."""
-    policy = InsiderPolicy()
-    entered, _ = policy.decide("17850", InsiderStatus(), 1, FEATURES, now_ts=1_000, model_version=3)
-    status, event = policy.decide("17850", entered, 2, FEATURES, now_ts=9_000, model_version=5)
-    assert status == InsiderStatus(
-        segment=2, insider=False, insider_since=None, sequence=2, model_version=5
-    )
-    assert event is not None
-    assert event.type == "insider.exited"
-    assert event.event_id == "17850:2"
-    assert (event.sequence, event.at_ts, event.segment, event.model_version) == (2, 9_000, 2, 5)
-
-    again, back = policy.decide("17850", status, 1, FEATURES, now_ts=20_000, model_version=6)
-    assert back is not None and back.type == "insider.entered"
-    assert back.event_id == "17850:3"
-    assert again.insider_since == 20_000
+def test_entering_needs_the_top_segment_and_the_entry_margin():
+    _, event = POLICY.decide("7", InsiderStatus(), Assessment(1, 0.05), features(0, 1), DAY, 3)
+    assert event is None  # inside segment 1, but not far enough from the edge
+    status, event = POLICY.decide("7", InsiderStatus(), Assessment(1, 0.15), features(0, 1), DAY, 3)
+    assert status.insider and status.insider_since == DAY and status.sequence == 1
+    assert event is not None and (event.event_id, event.type) == ("7:1", "insider.entered")
+    assert event.reason.code == "top_segment" and "0.15 inside the edge" in event.reason.text
+    assert event.model_version == 3 and event.features["invoices"] == 10
 
 
-@pytest.mark.parametrize("segment", [None, 2, 3, 4])
+@pytest.mark.parametrize("segment", [None, 2, 3])
 def test_other_segments_never_enter(segment):
-    """Segment None (model warming up) or any segment but 1 leaves a non-member out, silently."""
-    status, event = InsiderPolicy().decide(
-        "12346", InsiderStatus(), segment, FEATURES, now_ts=1_000, model_version=1
+    status, event = POLICY.decide(
+        "7", InsiderStatus(), Assessment(segment, 0.5), features(0, 1), DAY, 1
     )
+    assert event is None and not status.insider and status.segment == segment
+
+
+def test_the_hysteresis_band_keeps_a_member_in():
+    for margin in (0.05, 0.0, -0.09):
+        status, event = POLICY.decide(
+            "7", insider(), Assessment(2, margin), features(40, 41), 41 * DAY, 4
+        )
+        assert event is None and status.insider and status.insider_since == 0
+
+
+def test_leaving_needs_the_exit_margin_and_the_minimum_dwell():
+    out = Assessment(2, -0.2, MONEY_FIRST)
+    _, event = POLICY.decide("7", insider(since_day=10), out, features(20, 20), 20 * DAY, 5)
+    assert event is None  # 10 days in: under the 30-day dwell
+    status, event = POLICY.decide("7", insider(since_day=10), out, features(40, 40), 40 * DAY, 5)
+    assert event is not None and event.type == "insider.exited" and event.event_id == "7:2"
+    assert event.reason.code == "left_top_segment"
+    assert not status.insider and status.insider_since is None and status.sequence == 2
+
+
+def test_a_sweep_exit_driven_by_recency_is_lapsed():
+    out = Assessment(2, -0.2, RECENCY_FIRST)
+    _, event = POLICY.decide("7", insider(), out, features(10, 80), 80 * DAY, 5, sweep=True)
+    assert event is not None and event.reason.code == "lapsed"
+    assert "recency_days 80.0 against" in event.reason.text
+
+
+def test_past_the_lapse_limit_a_member_leaves_even_inside_the_top_segment():
+    status, event = POLICY.decide("7", insider(), Assessment(1, 0.4), features(0, 91), 91 * DAY, 5)
+    assert event is not None and event.reason.code == "lapsed" and not status.insider
+    assert "no purchase for 91 days" in event.reason.text
+
+
+def test_a_lapsed_customer_does_not_enter():
+    _, event = POLICY.decide("7", InsiderStatus(), Assessment(1, 0.9), features(0, 95), 95 * DAY, 5)
     assert event is None
-    assert status == InsiderStatus(
-        segment=segment, insider=False, insider_since=None, sequence=0, model_version=1
-    )
