@@ -7,6 +7,7 @@ Redis and the embedded in-memory store.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Annotated
@@ -14,9 +15,23 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.schemas import CustomerStatus, ErrorBody, EventPage, Features, Health, InsiderPage
+from api.schemas import (
+    CustomerStatus,
+    Driver,
+    ErrorBody,
+    EventPage,
+    Features,
+    Health,
+    History,
+    HistoryEntry,
+    InsiderPage,
+    Stats,
+    Why,
+)
 from consumer.ports import Customer, FeatureStore
+from segmenter.explain import explain
 from segmenter.features import features_of, to_datetime
+from segmenter.segmentation import Segmenter
 
 CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
 
@@ -40,9 +55,38 @@ CustomerId = Annotated[
 ]
 
 
-def status_of(customer: Customer, now: int | None) -> CustomerStatus:
+def current_segmenter(store: FeatureStore) -> Segmenter | None:
+    """The consumer's latest checkpoint (model and policy), read fresh for every answer."""
+    blob = store.model_checkpoint()
+    return Segmenter.from_checkpoint(blob) if blob is not None else None
+
+
+def why_of(segmenter: Segmenter, customer: Customer, now: int) -> Why:
+    found = explain(segmenter, customer.state, customer.status, now)
+    return Why(
+        summary=found.summary,
+        margin=found.margin,
+        to_change=found.to_change,
+        lapse_in_days=found.lapse_in_days,
+        drivers=[
+            Driver(
+                feature=d.feature,
+                value=d.value,
+                insider_typical=d.insider_typical,
+                effect="for" if d.pull > 0 else "against",
+                weight=abs(d.pull),
+            )
+            for d in found.drivers
+        ],
+    )
+
+
+def status_of(
+    customer: Customer, now: int | None, segmenter: Segmenter | None = None
+) -> CustomerStatus:
     state, status = customer.state, customer.status
-    features = features_of(state, now if now is not None else (state.last_ts or 0))
+    at = now if now is not None else (state.last_ts or 0)
+    features = features_of(state, at)
     return CustomerStatus(
         customer_id=customer.customer_id,
         insider=status.insider,
@@ -51,6 +95,7 @@ def status_of(customer: Customer, now: int | None) -> CustomerStatus:
         model_version=status.model_version,
         as_of=to_datetime(now) if now is not None else None,
         features=Features.model_validate(features.as_dict()),
+        why=why_of(segmenter, customer, at) if segmenter is not None else None,
     )
 
 
@@ -78,7 +123,33 @@ def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
         customer = store.customer(customer_id)
         if customer is None or not customer.state.has_purchases:
             raise HTTPException(404, f"customer {customer_id} not found (no purchases seen)")
-        return status_of(customer, now)
+        return status_of(customer, now, current_segmenter(store))
+
+    @app.get(
+        "/customers/{customer_id}/history",
+        response_model=History,
+        responses={404: {"model": ErrorBody}},
+        summary="A customer's Insider entries and exits, with their reasons",
+    )
+    def get_history(customer_id: CustomerId, store: Store) -> History:
+        customer = store.customer(customer_id)
+        if customer is None:
+            raise HTTPException(404, f"customer {customer_id} not found")
+        events = [HistoryEntry.model_validate(e) for e in store.history(customer_id)]
+        return History(customer_id=customer_id, insider=customer.status.insider, events=events)
+
+    @app.get("/stats", response_model=Stats, summary="Counts of customers, Insiders and events")
+    def stats(store: Store, now: Now) -> Stats:
+        segmenter = current_segmenter(store)
+        rules = segmenter.policy.settings if segmenter is not None else None
+        return Stats(
+            customers=store.customer_count(),
+            insiders=store.insiders(0, 0)[1],
+            model_version=segmenter.model.version if segmenter is not None else 0,
+            as_of=to_datetime(now) if now is not None else None,
+            events=store.event_counts(),
+            policy=dataclasses.asdict(rules) if rules is not None else {},
+        )
 
     @app.get("/insiders", response_model=InsiderPage, summary="Current Insiders, by entry time")
     def list_insiders(

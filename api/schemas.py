@@ -22,6 +22,26 @@ class Features(BaseModel):
     avg_ticket: float | None = Field(description="revenue per invoice, £")
 
 
+class Driver(BaseModel):
+    feature: str = Field(description="spec v1 feature")
+    value: float = Field(description="the customer's value")
+    insider_typical: float = Field(description="the value at the centre of the Insider segment")
+    effect: str = Field(description='"for" or "against" being an Insider')
+    weight: float = Field(description="how strongly, in squared standardised units")
+
+
+class Why(BaseModel):
+    summary: str
+    margin: float | None = Field(
+        description="position against the Insider edge: > 0 inside the top segment, < 0 outside"
+    )
+    to_change: float | None = Field(description="how far the margin must move to flip the status")
+    lapse_in_days: float | None = Field(
+        description="Insiders: days without a purchase until a lapse exit"
+    )
+    drivers: list[Driver]
+
+
 class CustomerStatus(BaseModel):
     customer_id: str
     insider: bool
@@ -30,6 +50,31 @@ class CustomerStatus(BaseModel):
     model_version: int
     as_of: datetime | None = Field(description="the clock value time features are computed at")
     features: Features
+    why: Why | None = Field(default=None, description="what puts the customer in or out")
+
+
+class HistoryEntry(BaseModel):
+    event_id: str
+    type: str
+    at: datetime
+    reason: dict[str, str]
+    segment: int | None
+    model_version: int
+
+
+class History(BaseModel):
+    customer_id: str
+    insider: bool
+    events: list[HistoryEntry]
+
+
+class Stats(BaseModel):
+    customers: int
+    insiders: int
+    model_version: int
+    as_of: datetime | None
+    events: dict[str, int] = Field(description="events so far by <type>:<reason code>")
+    policy: dict[str, float] = Field(description="the entry and exit rules in force")
 
 
 class InsiderPage(BaseModel):

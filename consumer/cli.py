@@ -58,9 +58,19 @@ def run_pipeline(
     """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs)."""
     from consumer.pipeline import Pipeline, event_clock, wall_clock
     from segmenter.model import SegmentModel
+    from segmenter.policy import InsiderPolicy, PolicySettings
 
     clock = event_clock if settings.clock == "event" else wall_clock
-    pipeline = Pipeline(store, sink, SegmentModel(seed=settings.seed), clock)
+    policy = InsiderPolicy(
+        PolicySettings(
+            entry_margin=settings.entry_margin,
+            exit_margin=settings.exit_margin,
+            min_dwell_days=settings.min_dwell_days,
+            lapse_days=settings.lapse_days,
+        )
+    )
+    model = SegmentModel(n_segments=settings.segments, seed=settings.seed)
+    pipeline = Pipeline(store, sink, model, clock, policy)
     started = time.perf_counter()
     bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
     try:

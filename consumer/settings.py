@@ -24,3 +24,9 @@ class ConsumerSettings(ConnectionSettings):
     block_size: int = 5000
     clock: Literal["event", "wall"] = "event"
     seed: int = 42
+    segments: int = 4
+    # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.
+    entry_margin: float = 0.05
+    exit_margin: float = 0.05
+    min_dwell_days: float = 30.0
+    lapse_days: float = 120.0

@@ -169,9 +169,7 @@ class SegmentModel:
             tuple(self._driver(name, pull, x, centres[top]) for name, pull in drivers),
         )
 
-    def _driver(
-        self, name: str, pull: float, x: dict[str, float], top: dict[str, float]
-    ) -> Driver:
+    def _driver(self, name: str, pull: float, x: dict[str, float], top: dict[str, float]) -> Driver:
         feature = INPUT_FEATURES.get(name, (name, ""))[0]
         # Back from the (weighted) standardised centre to the feature's own units.
         weight = self.weights.get(name, 1.0) or 1.0

@@ -67,11 +67,22 @@ class Segmenter:
         return result
 
     def checkpoint(self) -> bytes:
-        """The learned state (model and sweep clock), for the store."""
-        return pickle.dumps((self.model, self.swept_at), protocol=pickle.HIGHEST_PROTOCOL)
+        """The learned state (model, sweep clock) and the policy in force, for the store."""
+        state = (self.model, self.swept_at, self.policy)
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def restore(self, blob: bytes) -> None:
-        model, swept_at = pickle.loads(blob)
-        if not isinstance(model, SegmentModel):
+    def restore(self, blob: bytes, keep_policy: bool = True) -> None:
+        """Load a checkpoint; the running process's own policy wins unless ``keep_policy``."""
+        model, swept_at, policy = pickle.loads(blob)
+        if not isinstance(model, SegmentModel) or not isinstance(policy, InsiderPolicy):
             raise TypeError(f"checkpoint holds a {type(model).__name__}, not a SegmentModel")
         self.model, self.swept_at = model, swept_at
+        if not keep_policy:
+            self.policy = policy
+
+    @classmethod
+    def from_checkpoint(cls, blob: bytes) -> Segmenter:
+        """A segmenter as the writer saved it, policy included (for readers such as the API)."""
+        segmenter = cls()
+        segmenter.restore(blob, keep_policy=False)
+        return segmenter
