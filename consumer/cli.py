@@ -47,20 +47,12 @@ def _stop_on_signals(source: BlockSource) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def run_pipeline(
-    source: BlockSource,
-    store: FeatureStore,
-    sink: EventSink,
-    settings: ConsumerSettings,
-    total: int | None = None,
-    on_block: Callable[[], None] | None = None,
-) -> tuple[Any, float]:
-    """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs)."""
+def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSettings) -> Any:
+    """The pipeline with the model and policy the settings describe."""
     from consumer.pipeline import Pipeline, event_clock, wall_clock
     from segmenter.model import SegmentModel
     from segmenter.policy import InsiderPolicy, PolicySettings
 
-    clock = event_clock if settings.clock == "event" else wall_clock
     policy = InsiderPolicy(
         PolicySettings(
             entry_margin=settings.entry_margin,
@@ -70,7 +62,20 @@ def run_pipeline(
         )
     )
     model = SegmentModel(n_segments=settings.segments, seed=settings.seed)
-    pipeline = Pipeline(store, sink, model, clock, policy)
+    clock = event_clock if settings.clock == "event" else wall_clock
+    return Pipeline(store, sink, model, clock, policy)
+
+
+def run_pipeline(
+    source: BlockSource,
+    store: FeatureStore,
+    sink: EventSink,
+    settings: ConsumerSettings,
+    total: int | None = None,
+    on_block: Callable[[], None] | None = None,
+) -> tuple[Any, float]:
+    """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs)."""
+    pipeline = build_pipeline(store, sink, settings)
     started = time.perf_counter()
     bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
     try:
@@ -284,6 +289,21 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.evaluate import evaluate, report
+    from consumer.memory import MemoryEventSink, MemoryFeatureStore
+    from consumer.pipeline import Pipeline
+
+    def make_pipeline(store: MemoryFeatureStore) -> Pipeline:
+        return build_pipeline(store, MemoryEventSink(), settings)
+
+    result = evaluate(
+        Path(args.path), make_pipeline, args.cut, settings.block_size, args.draws, settings.seed
+    )
+    print(report(result))
+    return 0
+
+
 def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     import uvicorn
 
@@ -363,6 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     p.add_argument("--snapshot", metavar="FILE", help="load state from FILE if present; save it")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "evaluate", help="replay a file embedded and measure the Insiders (value, agreement)"
+    )
+    p.add_argument("path", help="the full history, e.g. online_retail.csv.gz")
+    p.add_argument(
+        "--cut",
+        type=_date,
+        default=datetime(2011, 9, 8, 23, 59, 59),
+        help="take the Insiders at this event time (default 2011-09-08 end of day)",
+    )
+    p.add_argument("--draws", type=int, default=1000, help="bootstrap draws (default 1000)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("replay", help="run a file through the pipeline in-process (no servers)")
     p.add_argument("path", help=".csv or .csv.gz of invoice lines")

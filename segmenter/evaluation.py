@@ -1,0 +1,158 @@
+"""Measures of an Insider list: out-of-time value, agreement with batch KMeans, stability.
+
+Pure functions over pandas frames and event dictionaries; `insiders evaluate` feeds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.preprocessing import StandardScaler
+
+LOG_INPUTS = ("recency_days", "frequency", "revenue", "avg_ticket")
+
+
+def log_features(frame: pd.DataFrame) -> np.ndarray:
+    """log1p of the RFM inputs, the batch notebook's feature space (and the model's)."""
+    return np.log1p(frame[list(LOG_INPUTS)].clip(lower=0).to_numpy(dtype=float))
+
+
+@dataclass(frozen=True)
+class Capture:
+    name: str
+    customers: float  # share of customers selected
+    future_revenue: float  # share of the future revenue they bring
+
+
+def capture(name: str, selected: pd.Series, future: pd.Series) -> Capture:
+    """Share of customers in ``selected`` (a boolean mask) and their share of ``future``.
+
+    >>> future = pd.Series([10.0, 0.0, 30.0, 60.0])
+    >>> capture("x", pd.Series([False, False, True, True]), future)
+    Capture(name='x', customers=0.5, future_revenue=0.9)
+    """
+    total = float(future.sum())
+    return Capture(
+        name,
+        float(selected.mean()),
+        float(future[selected].sum()) / total if total else 0.0,
+    )
+
+
+def top_share(score: pd.Series, share: float) -> pd.Series:
+    """Mask of the top ``share`` of rows by ``score`` (ties broken by position)."""
+    count = round(len(score) * share)
+    order = score.rank(method="first", ascending=False)
+    return order <= count
+
+
+def batch_kmeans_top(
+    frame: pd.DataFrame, k: int = 4, seed: int = 42
+) -> tuple[pd.Series, np.ndarray]:
+    """The batch notebook's answer: KMeans on scaled log features, top cluster by value.
+
+    Returns the Insider mask and every row's label.
+    """
+    scaled = StandardScaler().fit_transform(log_features(frame))
+    model = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(scaled)
+    # Value of a centre: money and visits up, recency (days since last purchase) down.
+    weights = np.array([-1.0, 1.0, 1.0, 0.5])
+    top = int(np.argmax(model.cluster_centers_ @ weights))
+    return pd.Series(model.labels_ == top, index=frame.index), model.labels_
+
+
+def silhouette(frame: pd.DataFrame, labels: Sequence[int] | np.ndarray, seed: int = 42) -> float:
+    scaled = StandardScaler().fit_transform(log_features(frame))
+    if len(set(labels)) < 2:
+        return float("nan")
+    return float(
+        silhouette_score(scaled, labels, sample_size=min(len(frame), 5000), random_state=seed)
+    )
+
+
+def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
+    """|A ∩ B| / |A ∪ B|.
+
+    >>> jaccard(["1", "2"], ["2", "3"])
+    0.3333333333333333
+    """
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.estimate:,.0f} [{self.low:,.0f}, {self.high:,.0f}]"
+
+
+def bootstrap(values: np.ndarray, stat: str, draws: int, seed: int) -> Interval:
+    """Percentile bootstrap 95% interval of the mean or the median of ``values``."""
+    fn = np.mean if stat == "mean" else np.median
+    rng = np.random.default_rng(seed)
+    if len(values) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"))
+    samples = rng.choice(values, size=(draws, len(values)), replace=True)
+    estimates = fn(samples, axis=1)
+    low, high = np.percentile(estimates, [2.5, 97.5])
+    return Interval(float(fn(values)), float(low), float(high))
+
+
+@dataclass(frozen=True)
+class Stability:
+    insiders_in_window: int
+    flipped: int  # exited and re-entered within the window's re-entry limit
+    weekly: pd.DataFrame  # entries and exits per week
+
+    @property
+    def flip_rate(self) -> float:
+        return self.flipped / self.insiders_in_window if self.insiders_in_window else 0.0
+
+
+def stability(
+    events: Sequence[dict[str, object]],
+    start: datetime,
+    members_at_start: Iterable[str],
+    reentry_days: int = 30,
+) -> Stability:
+    """Of the customers who were Insiders at some point since ``start``, how many exited
+    and re-entered within ``reentry_days`` (a flap), and the weekly entry/exit counts."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": [e["customer_id"] for e in events],
+            "type": [e["type"] for e in events],
+            "at": pd.to_datetime([str(e["at"]) for e in events]),
+        }
+    )
+    window = frame[frame["at"] >= pd.Timestamp(start)]
+    members = set(members_at_start) | set(
+        window.loc[window["type"] == "insider.entered", "customer_id"]
+    )
+    flipped = 0
+    limit = timedelta(days=reentry_days)
+    for _, rows in window.sort_values("at").groupby("customer_id"):
+        exits = rows.loc[rows["type"] == "insider.exited", "at"].tolist()
+        entries = rows.loc[rows["type"] == "insider.entered", "at"].tolist()
+        if any(any(timedelta(0) < e - x <= limit for e in entries) for x in exits):
+            flipped += 1
+    weekly = (
+        window.assign(week=window["at"].dt.to_period("W-SUN").dt.start_time)
+        .pivot_table(
+            index="week", columns="type", values="customer_id", aggfunc="count", fill_value=0
+        )
+        .rename(columns={"insider.entered": "entries", "insider.exited": "exits"})
+    )
+    for column in ("entries", "exits"):
+        if column not in weekly:
+            weekly[column] = 0
+    return Stability(len(members), flipped, weekly[["entries", "exits"]])
