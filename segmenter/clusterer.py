@@ -4,8 +4,9 @@ river's ``KMeans`` starts from random centres and moves the winner by a constant
 step; it also sums distances over a ``set`` of keys, so results change with
 Python's hash seed. This clusterer:
 
-* buffers the first ``warmup`` points and starts from k-means++ seeding plus a few
-  Lloyd iterations on them (a warm start: no random centres far from the data);
+* buffers the first ``warmup`` points and starts from the best of ``n_init``
+  k-means++ seedings, each refined by Lloyd iterations on the buffer (a warm
+  start: no random centres far from the data, and little dependence on the seed);
 * then moves the winning centre by ``1 / n`` (n = points it has won), the
   sequential k-means of MacQueen, which makes each centre the running mean of its
   members; ``n`` is capped at ``memory`` so centres keep following slow drift;
@@ -43,12 +44,18 @@ class SequentialKMeans(base.Clusterer):
     """
 
     def __init__(
-        self, n_clusters: int = 4, warmup: int = 256, memory: int = 5000, seed: int = 42
+        self,
+        n_clusters: int = 4,
+        warmup: int = 256,
+        memory: int = 5000,
+        seed: int = 42,
+        n_init: int = 10,
     ) -> None:
         self.n_clusters = n_clusters
         self.warmup = warmup
         self.memory = memory
         self.seed = seed
+        self.n_init = n_init
         self._rng = random.Random(seed)
         self._keys: tuple[str, ...] = ()
         self._buffer: list[list[float]] = []
@@ -100,7 +107,17 @@ class SequentialKMeans(base.Clusterer):
 
     def _initialise(self) -> None:
         points = self._buffer
-        # k-means++: each next centre drawn with probability proportional to squared distance.
+        best: tuple[float, list[list[float]], list[int]] | None = None
+        for _ in range(max(self.n_init, 1)):
+            centres, counts, inertia = self._lloyd(points, self._seed_centres(points))
+            if best is None or inertia < best[0]:
+                best = (inertia, centres, counts)
+        assert best is not None
+        _, self.centres, self.counts = best
+        self._buffer = []
+
+    def _seed_centres(self, points: list[list[float]]) -> list[list[float]]:
+        """k-means++: each next centre drawn with probability proportional to squared distance."""
         centres = [list(self._rng.choice(points))]
         while len(centres) < self.n_clusters:
             weights = [
@@ -111,14 +128,29 @@ class SequentialKMeans(base.Clusterer):
                 centres.append(list(points[len(centres) % len(points)]))
                 continue
             centres.append(list(self._rng.choices(points, weights=weights)[0]))
+        return centres
+
+    def _lloyd(
+        self, points: list[list[float]], centres: list[list[float]], rounds: int = 20
+    ) -> tuple[list[list[float]], list[int], float]:
+        """Batch k-means on the warm-up buffer; returns centres, member counts and inertia."""
         self.centres = centres
         members: list[list[list[float]]] = []
-        for _ in range(10):  # a few Lloyd iterations on the buffer
+        for _ in range(rounds):
             members = [[] for _ in centres]
             for p in points:
                 members[self._nearest(p)].append(p)
+            moved = False
             for i, group in enumerate(members):
                 if group:
-                    self.centres[i] = [sum(col) / len(group) for col in zip(*group, strict=True)]
-        self.counts = [max(len(group), 1) for group in members]
-        self._buffer = []
+                    mean = [sum(col) / len(group) for col in zip(*group, strict=True)]
+                    moved = moved or mean != centres[i]
+                    centres[i] = mean
+            if not moved:
+                break
+        inertia = sum(
+            sum((a - b) ** 2 for a, b in zip(p, centres[i], strict=True))
+            for i, group in enumerate(members)
+            for p in group
+        )
+        return centres, [max(len(group), 1) for group in members], inertia

@@ -25,7 +25,14 @@ INSIDER_SEGMENT = 1
 
 # Signs of each model input in a segment's value: more money and more visits
 # are worth more, a longer time since the last purchase is worth less.
-VALUE_WEIGHTS = {"monetary": 1.0, "frequency": 1.0, "ticket": 0.5, "recency": -1.0}
+VALUE_WEIGHTS = {
+    "monetary": 1.0,
+    "frequency": 1.0,
+    "ticket": 0.5,
+    "tenure": 0.5,
+    "recency": -1.0,
+}
+RFM = ("recency", "frequency", "monetary", "ticket")
 
 # Model input -> (spec v1 feature it comes from, unit) for explanations.
 INPUT_FEATURES = {
@@ -33,6 +40,7 @@ INPUT_FEATURES = {
     "frequency": ("frequency", "invoices per 30 days"),
     "monetary": ("revenue", "£"),
     "ticket": ("avg_ticket", "£ per invoice"),
+    "tenure": ("tenure_days", "days"),
 }
 
 
@@ -43,13 +51,18 @@ def model_input(features: CustomerFeatures) -> dict[str, float]:
     >>> s = CustomerState(revenue_micros=99_000_000, invoices=1, lines=1, units=1,
     ...                   first_ts=0, last_ts=0)
     >>> {k: round(v, 3) for k, v in model_input(features_of(s, 0)).items()}
-    {'recency': 0.0, 'frequency': 0.693, 'monetary': 4.605, 'ticket': 4.605}
+    {'recency': 0.0, 'frequency': 0.693, 'monetary': 4.605, 'ticket': 4.605, 'tenure': 0.0}
     """
+    recency = max(features.recency_days or 0.0, 0.0)
+    first, last = features.first_purchase_at, features.last_purchase_at
+    span = (last - first).total_seconds() / 86_400 if first and last else 0.0
     return {
-        "recency": math.log1p(max(features.recency_days or 0.0, 0.0)),
+        "recency": math.log1p(recency),
         "frequency": math.log1p(features.frequency or 0.0),
         "monetary": math.log1p(max(features.revenue, 0.0)),
         "ticket": math.log1p(max(features.avg_ticket or 0.0, 0.0)),
+        # Days since the first purchase: long relationships are worth more.
+        "tenure": math.log1p(recency + span),
     }
 
 
@@ -90,9 +103,10 @@ class SegmentModel:
     """
 
     n_segments: int = 4
-    warmup: int = 256
-    memory: int = 5000
+    warmup: int = 1024
+    memory: int = 20_000
     seed: int = 42
+    inputs: tuple[str, ...] = RFM
     weights: dict[str, float] = field(default_factory=dict)  # per input, after scaling
     version: int = 0
 
@@ -103,13 +117,17 @@ class SegmentModel:
         )
         self._ranks: dict[int, int] = {}
 
+    def _select(self, x: dict[str, float]) -> dict[str, float]:
+        return {name: x[name] for name in self.inputs if name in x}
+
     def _scaled(self, x: dict[str, float]) -> dict[str, float]:
-        z = self.scaler.transform_one(x)
+        z = self.scaler.transform_one(self._select(x))
         if self.weights:
             z = {k: v * self.weights.get(k, 1.0) for k, v in z.items()}
         return z
 
     def learn(self, x: dict[str, float]) -> None:
+        x = self._select(x)
         self.scaler.learn_one(x)
         self.clusterer.learn_one(self._scaled(x))
         self._ranks = {}
@@ -143,6 +161,7 @@ class SegmentModel:
         """Segment, margin to the Insider edge and the inputs that decide it."""
         if not self.clusterer.ready:
             return Assessment(None, None)
+        x = self._select(x)
         z = self._scaled(x)
         centres = self.clusterer.centers
         top = next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)

@@ -9,9 +9,13 @@ asymmetric:
   ``-exit_margin``) and has been an Insider for ``min_dwell_days``; or, at any time,
   when the last purchase is more than ``lapse_days`` ago.
 
-An exit found by the periodic sweep (no purchase of theirs arrived, time moved on)
-whose strongest driver is recency is a ``lapsed`` exit; other exits are
-``left_top_segment``.
+Time alone (the periodic sweep: no purchase of theirs arrived) only takes out a
+customer who is *overdue*: whose time since the last purchase exceeds
+``overdue_factor`` times their own usual gap between invoices. A wholesaler who
+orders every three weeks is not lapsing on day 20, even though recency alone
+would move them away from the Insider centre; without this rule they would leave
+and come back with every order. Such exits are ``lapsed``; exits after the
+customer's own activity moved them out are ``left_top_segment``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class PolicySettings:
     exit_margin: float = 0.05
     min_dwell_days: float = 30.0
     lapse_days: float = 120.0
+    overdue_factor: float = 2.0
 
 
 def describe(assessment: Assessment, limit: int = 2) -> str:
@@ -107,9 +112,10 @@ class InsiderPolicy:
         elif margin is not None and margin <= -rules.exit_margin:
             since = status.insider_since if status.insider_since is not None else now_ts
             dwell = (now_ts - since) / SECONDS_PER_DAY
-            if dwell >= rules.min_dwell_days:
-                strongest = assessment.drivers[0].input if assessment.drivers else ""
-                code = "lapsed" if sweep and strongest == "recency" else "left_top_segment"
+            usual_gap = 30.0 / features.frequency if features.frequency else rules.lapse_days
+            overdue = recency > rules.overdue_factor * usual_gap
+            if dwell >= rules.min_dwell_days and (overdue or not sweep):
+                code = "lapsed" if sweep else "left_top_segment"
                 reason = Reason(
                     code,
                     f"{-margin:.2f} outside the Insider edge after {dwell:.0f} days: "

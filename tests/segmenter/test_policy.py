@@ -67,9 +67,12 @@ def test_leaving_needs_the_exit_margin_and_the_minimum_dwell():
     assert not status.insider and status.insider_since is None and status.sequence == 2
 
 
-def test_a_sweep_exit_driven_by_recency_is_lapsed():
+def test_a_sweep_takes_out_only_overdue_customers_and_calls_it_lapsed():
     out = Assessment(2, -0.2, RECENCY_FIRST)
-    _, event = POLICY.decide("7", insider(), out, features(10, 80), 80 * DAY, 5, sweep=True)
+    # 10 invoices in 80 days: a usual gap of 8 days; overdue after 2 x 8 = 16 days.
+    _, event = POLICY.decide("7", insider(), out, features(70, 80), 80 * DAY, 5, sweep=True)
+    assert event is None  # 10 days since the last purchase: within their own rhythm
+    _, event = POLICY.decide("7", insider(), out, features(60, 80), 80 * DAY, 5, sweep=True)
     assert event is not None and event.reason.code == "lapsed"
     assert "recency_days 80.0 against" in event.reason.text
 
