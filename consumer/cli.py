@@ -59,6 +59,7 @@ def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSetti
             exit_margin=settings.exit_margin,
             min_dwell_days=settings.min_dwell_days,
             lapse_days=settings.lapse_days,
+            overdue_factor=settings.overdue_factor,
         )
     )
     model = SegmentModel(n_segments=settings.segments, seed=settings.seed)

@@ -26,7 +26,8 @@ class ConsumerSettings(ConnectionSettings):
     seed: int = 42
     segments: int = 4
     # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.
-    entry_margin: float = 0.05
-    exit_margin: float = 0.05
+    entry_margin: float = 0.3
+    exit_margin: float = 0.3
     min_dwell_days: float = 30.0
     lapse_days: float = 120.0
+    overdue_factor: float = 2.0

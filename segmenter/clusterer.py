@@ -96,6 +96,11 @@ class SequentialKMeans(base.Clusterer):
         for j, value in enumerate(v):
             c[j] += rate * (value - c[j])
 
+    def start(self) -> None:
+        """End the warm-up now, if the buffer holds enough points for the clusters."""
+        if not self.centres and len(self._buffer) >= 4 * self.n_clusters:
+            self._initialise()
+
     @property
     def ready(self) -> bool:
         """Whether the warm-up is over and centres exist."""

@@ -74,16 +74,17 @@ class Driver:
     feature: str
     value: float  # the customer's spec v1 value
     insider_typical: float  # the same feature at the Insider centre
-    pull: float  # > 0 pulls towards the Insiders, < 0 away (squared-distance units)
+    pull: float  # this input's share of the margin: > 0 towards the Insiders, < 0 away
 
 
 @dataclass(frozen=True, slots=True)
 class Assessment:
     """Where a customer stands: segment rank, margin to the Insider edge, and drivers.
 
-    ``margin`` is (d_other - d_top) / (d_other + d_top), from the distances to the
-    top centre and to the nearest other centre: positive inside the Insider
-    segment, negative outside, 0 on the edge, at most 1 in magnitude.
+    ``margin`` is the signed position against the nearest edge of the top segment's
+    cell, in units of half the distance between the two centres: 1 at the Insider
+    centre, 0 on the edge, -1 at the neighbouring centre, above 1 beyond the Insider
+    centre (the biggest customers). The drivers' ``pull`` values sum to it.
     """
 
     segment: int | None
@@ -106,9 +107,16 @@ class SegmentModel:
     warmup: int = 1024
     memory: int = 20_000
     seed: int = 42
-    inputs: tuple[str, ...] = RFM
-    weights: dict[str, float] = field(default_factory=dict)  # per input, after scaling
+    # Measured with `insiders evaluate` (see README): money and relationship length
+    # separate the customers worth most in the next quarter better than RFM does;
+    # recency is left to the policy's lapse rules.
+    inputs: tuple[str, ...] = ("monetary", "tenure")
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"monetary": 2.0, "tenure": 1.5}
+    )  # per input, after scaling
+    warmup_days: float = 60.0
     version: int = 0
+    started_at: int | None = None
 
     def __post_init__(self) -> None:
         self.scaler = preprocessing.StandardScaler()
@@ -132,8 +140,17 @@ class SegmentModel:
         self.clusterer.learn_one(self._scaled(x))
         self._ranks = {}
 
-    def end_step(self) -> None:
-        """Close one model update: a new version, with segments re-ranked."""
+    def end_step(self, now_ts: int | None = None) -> None:
+        """Close one model update: a new version, with segments re-ranked.
+
+        The warm-up ends after ``warmup`` points, or once ``warmup_days`` of event
+        time have passed since the first step (small data sets never reach the count).
+        """
+        if now_ts is not None and not self.clusterer.ready:
+            if self.started_at is None:
+                self.started_at = now_ts
+            elif now_ts - self.started_at >= self.warmup_days * 86_400:
+                self.clusterer.start()
         self.version += 1
         self._ranks = self._rank()
 
@@ -169,23 +186,28 @@ class SegmentModel:
         def sq(a: dict[str, float], b: dict[str, float]) -> float:
             return sum((a[k] - b.get(k, 0.0)) ** 2 for k in sorted(a))
 
-        others = sorted((sq(z, c), label) for label, c in centres.items() if label != top)
-        d_top = sq(z, centres[top])
-        if not others:
+        if len(centres) < 2:
             return Assessment(INSIDER_SEGMENT, 1.0)
-        d_other, other = others[0]
-        root_top, root_other = math.sqrt(d_top), math.sqrt(d_other)
-        margin = (root_other - root_top) / (root_other + root_top or 1.0)
+        # Signed position against each edge of the top cell: +1 at the top centre, 0 on
+        # the edge, -1 at the other centre, above 1 beyond the top centre. The nearest
+        # edge (smallest value) is the one that decides membership.
+        t = centres[top]
+        edges = []
+        for label, o in centres.items():
+            if label != top:
+                gap = sq(t, o) or 1e-12
+                edges.append(((sq(z, o) - sq(z, t)) / gap, label, gap))
+        margin, other, gap = min(edges)
+        o = centres[other]
+        pulls = sorted(
+            ((name, ((z[name] - o[name]) ** 2 - (z[name] - t[name]) ** 2) / gap) for name in z),
+            key=lambda item: -abs(item[1]),
+        )
         label = self.clusterer.predict_one(z)
-        drivers = []
-        for name in sorted(z):
-            pull = (z[name] - centres[other][name]) ** 2 - (z[name] - centres[top][name]) ** 2
-            drivers.append((name, pull))
-        drivers.sort(key=lambda item: -abs(item[1]))
         return Assessment(
             self.ranks[label],
             margin,
-            tuple(self._driver(name, pull, x, centres[top]) for name, pull in drivers),
+            tuple(self._driver(name, pull, x, t) for name, pull in pulls),
         )
 
     def _driver(self, name: str, pull: float, x: dict[str, float], top: dict[str, float]) -> Driver:

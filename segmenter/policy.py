@@ -46,8 +46,8 @@ class InsiderStatus:
 class PolicySettings:
     """Entry and exit rules; the defaults are what `insiders evaluate` measured."""
 
-    entry_margin: float = 0.05
-    exit_margin: float = 0.05
+    entry_margin: float = 0.3
+    exit_margin: float = 0.3
     min_dwell_days: float = 30.0
     lapse_days: float = 120.0
     overdue_factor: float = 2.0

@@ -40,7 +40,7 @@ class Segmenter:
             return StepResult()
         for _, state, _ in changed:
             self.model.learn(model_input(features_of(state, now_ts)))
-        self.model.end_step()
+        self.model.end_step(now_ts)
         return self._assess(changed, now_ts, sweep=False)
 
     def sweep_due(self, now_ts: int) -> bool:
