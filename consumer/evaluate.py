@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from consumer.export import export_frame
@@ -27,9 +28,12 @@ from segmenter.evaluation import (
     capture,
     jaccard,
     silhouette,
+    silhouette_of,
     stability,
     top_share,
 )
+from segmenter.features import features_of
+from segmenter.model import model_input
 
 TOP_SHARE = 0.12
 
@@ -43,7 +47,8 @@ class Evaluation:
     future_mean: dict[str, Interval]
     future_median: dict[str, Interval]
     jaccard_end: float
-    silhouette_model: float
+    silhouette_model: float  # in the batch feature space (log RFM), like the batch model
+    silhouette_own: float  # in this model's own (scaled, weighted) input space
     silhouette_batch: float
     insiders_end: int
     batch_end: int
@@ -96,6 +101,13 @@ def evaluate(
     ours = end.loc[assessed, "segment"].astype(int).to_numpy()
     window_start = pd.Timestamp(end["last_purchase_at"].max()).to_pydatetime() - timedelta(days=91)
     events = pipeline.store.events(None, 10**9).events
+    model = pipeline.segmenter.model
+    now = store.watermark() or 0
+    own = [
+        (model.scaled_input(model_input(features_of(c.state, now))), c.status.segment)
+        for c in store.customers()
+        if c.status.segment is not None
+    ]
     members_at_window = _members_at(events, window_start)
     return Evaluation(
         cut=cut,
@@ -106,6 +118,9 @@ def evaluate(
         future_median=future_median,
         jaccard_end=jaccard(end.index[end["insider"]], end.index[batch_end]),
         silhouette_model=silhouette(end.loc[assessed], ours, seed),
+        silhouette_own=silhouette_of(
+            np.array([list(z.values()) for z, _ in own]), [label for _, label in own], seed
+        ),
         silhouette_batch=silhouette(end, batch_labels, seed),
         insiders_end=int(end["insider"].sum()),
         batch_end=int(batch_end.sum()),
@@ -157,8 +172,9 @@ def report(result: Evaluation) -> str:
         "Agreement at the end of the stream",
         f"Insiders {result.insiders_end:,}, batch KMeans top cluster {result.batch_end:,}, "
         f"Jaccard {result.jaccard_end:.2f}",
-        f"silhouette: this model's segments {result.silhouette_model:.3f}, "
-        f"batch KMeans {result.silhouette_batch:.3f}",
+        f"silhouette in the batch space (log RFM): this model's segments "
+        f"{result.silhouette_model:.3f}, batch KMeans {result.silhouette_batch:.3f}; "
+        f"this model in its own input space {result.silhouette_own:.3f}",
         "",
         "Stability over the last three months",
         f"{result.stability.insiders_in_window:,} Insiders in the window, "

@@ -68,12 +68,15 @@ def batch_kmeans_top(
 
 
 def silhouette(frame: pd.DataFrame, labels: Sequence[int] | np.ndarray, seed: int = 42) -> float:
-    scaled = StandardScaler().fit_transform(log_features(frame))
+    """Silhouette of ``labels`` in the batch notebook's space (scaled log RFM)."""
+    return silhouette_of(StandardScaler().fit_transform(log_features(frame)), labels, seed)
+
+
+def silhouette_of(points: np.ndarray, labels: Sequence[int] | np.ndarray, seed: int = 42) -> float:
     if len(set(labels)) < 2:
         return float("nan")
-    return float(
-        silhouette_score(scaled, labels, sample_size=min(len(frame), 5000), random_state=seed)
-    )
+    size = min(len(points), 5000)
+    return float(silhouette_score(points, labels, sample_size=size, random_state=seed))
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:

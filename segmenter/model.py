@@ -134,6 +134,10 @@ class SegmentModel:
             z = {k: v * self.weights.get(k, 1.0) for k, v in z.items()}
         return z
 
+    def scaled_input(self, x: dict[str, float]) -> dict[str, float]:
+        """``x`` as the clusterer sees it: selected, standardised, weighted."""
+        return self._scaled(self._select(x))
+
     def learn(self, x: dict[str, float]) -> None:
         x = self._select(x)
         self.scaler.learn_one(x)

@@ -1,0 +1,59 @@
+"""`insiders evaluate` on the full file: the figures that are stable enough to hold to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from consumer.evaluate import evaluate, report
+from consumer.memory import MemoryEventSink
+from consumer.pipeline import Pipeline
+from tests.reference import DATA, MISSING_DATA
+
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason=MISSING_DATA)
+
+
+@pytest.fixture(scope="module")
+def result():
+    def make(store):
+        return Pipeline(store, MemoryEventSink())
+
+    return evaluate(DATA, make, datetime(2011, 9, 8, 23, 59, 59), draws=200)
+
+
+def by_name(result, prefix):
+    return next(c for c in result.captures if c.name.startswith(prefix))
+
+
+def test_reference_points_match_the_issue(result):
+    """The evaluation reproduces the figures quoted in the issue for the same cut."""
+    assert result.customers_at_cut == 3360
+    assert by_name(result, "top 12%").future_revenue == pytest.approx(0.555, abs=0.0006)
+    assert by_name(result, "hindsight").future_revenue == pytest.approx(0.720, abs=0.0006)
+    batch = by_name(result, "batch KMeans")
+    # The issue quotes 52.1% with 11.3%; sklearn's KMeans here gives about 51% with 10%.
+    assert 0.09 < batch.customers < 0.12 and 0.50 < batch.future_revenue < 0.53
+
+
+def test_insiders_are_few_and_worth_more_than_the_batch_answer(result):
+    ours, batch = result.model, by_name(result, "batch KMeans")
+    assert ours.customers <= 0.12
+    assert ours.future_revenue > batch.future_revenue
+    assert ours.future_revenue >= 0.54
+    # Insiders spend more in the next quarter than the rest, beyond sampling noise.
+    assert result.future_mean["Insiders"].low > result.future_mean["rest"].high
+    assert result.future_median["Insiders"].low > result.future_median["rest"].high
+
+
+def test_membership_is_stable(result):
+    assert result.stability.insiders_in_window > 100
+    assert result.stability.flip_rate < 0.02
+    weekly = result.stability.weekly
+    assert len(weekly) >= 13 and weekly["entries"].sum() > 0 and weekly["exits"].sum() > 0
+
+
+def test_agreement_with_batch_kmeans_is_reported(result):
+    assert 0.0 < result.jaccard_end < 1.0
+    text = report(result)
+    assert "Jaccard" in text and "silhouette" in text and "goal:" in text
