@@ -137,7 +137,8 @@ class KafkaInvoiceSource:
     is a multiple of ``block_size`` (or at the end of the data): the same lines
     in the same order therefore make the same blocks as a file replay, whatever
     the poll sizes were. Offsets are committed only after the caller has made the
-    block's effect durable (see :meth:`commit`).
+    block's effect durable (see :meth:`commit`). In live mode an idle poll yields an
+    empty block, so that time-driven work (the Insider sweep) runs on a quiet stream.
     """
 
     def __init__(
@@ -215,10 +216,14 @@ class KafkaInvoiceSource:
                 if self.stopping:  # what is left was never committed: it is read again
                     return
                 yield block
+            if not polled and not ready and not self.exit_at_end:
+                yield []  # an idle tick: the pipeline sweeps Insiders as the clock moves
             if self.exit_at_end and self._at_end():
                 return
 
     def commit(self, block: Sequence[SourceRecord]) -> None:
+        if not block:
+            return
         last = block[-1]
         tp = TopicPartition(last.topic, last.partition)
         self.consumer.commit({tp: OffsetAndMetadata(last.offset + 1, "", -1)})

@@ -72,7 +72,7 @@ class Segmenter:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, blob: bytes, keep_policy: bool = True) -> None:
-        """Load a checkpoint; the running process's own policy wins unless ``keep_policy``."""
+        """Load a checkpoint; keep this process's own policy unless ``keep_policy`` is False."""
         model, swept_at, policy = pickle.loads(blob)
         if not isinstance(model, SegmentModel) or not isinstance(policy, InsiderPolicy):
             raise TypeError(f"checkpoint holds a {type(model).__name__}, not a SegmentModel")

@@ -1,0 +1,133 @@
+"""Which changes to the online model work: one row per step from river's KMeans to ours.
+
+    .venv/bin/python benches/model_variants.py [--data PATH] [--seeds 1 2 3]
+
+Each row replays the full file embedded (`insiders evaluate`'s code) and reports the
+Insiders at the 2011-09-08 cut: share of customers, share of the next quarter's revenue,
+flaps (exit and re-entry within 30 days, last three months), agreement with batch KMeans
+at the end (Jaccard), and the silhouette of the model's segments in its own input space.
+Median over the seeds, min-max beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from river import cluster
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from consumer.evaluate import evaluate  # noqa: E402
+from consumer.memory import MemoryEventSink, MemoryFeatureStore  # noqa: E402
+from consumer.pipeline import Pipeline  # noqa: E402
+from segmenter.model import RFM, SegmentModel  # noqa: E402
+from segmenter.policy import InsiderPolicy, PolicySettings  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
+CUT = datetime(2011, 9, 8, 23, 59, 59)
+
+# "Insider while in the top segment": no margins, no dwell, no time-driven exits.
+PLAIN = PolicySettings(
+    entry_margin=0.0, exit_margin=0.0, min_dwell_days=0, lapse_days=1e9, overdue_factor=1e9
+)
+
+
+class RiverKMeans:
+    """river's KMeans behind the clusterer interface SegmentModel uses."""
+
+    ready = True
+
+    def __init__(self, n_clusters: int, halflife: float, seed: int) -> None:
+        self.model = cluster.KMeans(n_clusters=n_clusters, halflife=halflife, seed=seed)
+
+    def start(self) -> None:
+        pass
+
+    @property
+    def centers(self) -> dict[int, dict[str, float]]:
+        return {label: dict(c) for label, c in self.model.centers.items()}
+
+    def learn_one(self, x: dict[str, float]) -> None:
+        self.model.learn_one(x)
+
+    def predict_one(self, x: dict[str, float]) -> int:
+        return int(self.model.predict_one(x))
+
+
+def river_model(seed: int) -> SegmentModel:
+    model = SegmentModel(inputs=RFM, weights={}, seed=seed)
+    model.clusterer = RiverKMeans(4, halflife=0.05, seed=seed)  # type: ignore[assignment]
+    return model
+
+
+VARIANTS: list[tuple[str, Callable[[int], SegmentModel], PolicySettings]] = [
+    ("river KMeans k=4, halflife 0.05, RFM", river_model, PLAIN),
+    (
+        "sequential k-means, 1/n steps, no warm start, RFM",
+        lambda seed: SegmentModel(inputs=RFM, weights={}, warmup=4, seed=seed),
+        PLAIN,
+    ),
+    (
+        "+ warm start (k-means++ x10 on 1,024 points)",
+        lambda seed: SegmentModel(inputs=RFM, weights={}, seed=seed),
+        PLAIN,
+    ),
+    ("+ inputs: monetary and tenure, weighted", lambda seed: SegmentModel(seed=seed), PLAIN),
+    (
+        "+ policy: margins 0.3, dwell 30 d, lapse rules",
+        lambda seed: SegmentModel(seed=seed),
+        PolicySettings(),
+    ),
+]
+
+
+def run(make_model: Callable[[int], SegmentModel], rules: PolicySettings, seed: int) -> Any:
+    def make(store: MemoryFeatureStore) -> Pipeline:
+        return Pipeline(store, MemoryEventSink(), make_model(seed), policy=InsiderPolicy(rules))
+
+    return evaluate(DATA if ARGS.data is None else ARGS.data, make, CUT, draws=10, seed=seed)
+
+
+def cell(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def main() -> None:
+    data = ARGS.data or DATA
+    if not data.exists():
+        raise SystemExit(f"{data} is absent: pass --data PATH to the full Online Retail file")
+    print(f"{'variant':<52} {'customers':>20} {'future revenue':>20} {'flaps':>18}  Jaccard  silh.")
+    for name, make_model, rules in VARIANTS:
+        started = time.perf_counter()
+        results = [run(make_model, rules, seed) for seed in ARGS.seeds]
+        customers = [r.model.customers * 100 for r in results]
+        future = [r.model.future_revenue * 100 for r in results]
+        flaps = [r.stability.flip_rate * 100 for r in results]
+        jaccard = statistics.median(r.jaccard_end for r in results)
+        silhouette = statistics.median(r.silhouette_own for r in results)
+        print(
+            f"{name:<52} {cell(customers, '.1f'):>20} {cell(future, '.1f'):>20} "
+            f"{cell(flaps, '.1f'):>18}  {jaccard:7.2f}  {silhouette:5.2f}",
+            flush=True,
+        )
+        print(f"  ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
+    print(
+        "\ncustomers, future revenue and flaps in %; goal: >= 60% of future revenue, <= 12% "
+        "of customers, flaps < 2%"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ARGS = parser.parse_args()
+    main()
