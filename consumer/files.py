@@ -30,50 +30,32 @@ class Layout:
     date_format: str | None  # None: ISO 8601 as written
 
 
+UCI_COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
+UCI2_COLUMNS = (
+    "Invoice",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "Price",
+    "Customer ID",
+    "Country",
+)
+
 LAYOUTS = (
-    Layout(
-        "uci",
-        (
-            "InvoiceNo",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "UnitPrice",
-            "CustomerID",
-            "Country",
-        ),
-        None,
-    ),
-    Layout(
-        "uci2",
-        (
-            "Invoice",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "Price",
-            "Customer ID",
-            "Country",
-        ),
-        None,
-    ),
+    Layout("uci", UCI_COLUMNS, None),
+    Layout("uci2", UCI2_COLUMNS, None),
     # The Kaggle re-upload: UCI names, an extra empty column, dates like 29-Nov-16.
-    Layout(
-        "kaggle",
-        (
-            "InvoiceNo",
-            "StockCode",
-            "Description",
-            "Quantity",
-            "InvoiceDate",
-            "UnitPrice",
-            "CustomerID",
-            "Country",
-        ),
-        "%d-%b-%y",
-    ),
+    Layout("kaggle", UCI_COLUMNS, "%d-%b-%y"),
 )
 
 

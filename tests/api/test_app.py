@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
-from consumer.file_source import FileInvoiceSource
-from consumer.memory import MemoryEventSink
-from consumer.pipeline import Pipeline
-from segmenter.model import SegmentModel
 from tests.conftest import SAMPLE
-
-
-@pytest.fixture
-def client(store):
-    pipeline = Pipeline(store, MemoryEventSink(), SegmentModel())
-    for block in FileInvoiceSource(SAMPLE).blocks():
-        pipeline.process(block)
-    return TestClient(create_app(store))
 
 
 def test_customer_status_has_features_segment_and_insider_flag(client, store):

@@ -12,23 +12,8 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from consumer.file_source import FileInvoiceSource
-from consumer.memory import MemoryEventSink
-from consumer.pipeline import Pipeline
-from segmenter.model import SegmentModel
-from tests.conftest import SAMPLE
-
 SAMPLE_CUSTOMERS = 377  # customers with a purchase in the shipped sample
 ENTERED, EXITED = "insider.entered", "insider.exited"
-
-
-@pytest.fixture
-def client(store):
-    pipeline = Pipeline(store, MemoryEventSink(), SegmentModel())
-    for block in FileInvoiceSource(SAMPLE).blocks():
-        pipeline.process(block)
-    return TestClient(create_app(store))
 
 
 def all_events(client: TestClient) -> list[dict]:

@@ -55,30 +55,30 @@ class Lines:
 
         threading.Thread(target=pump, daemon=True).start()
 
-    def wait_for(self, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
+    def _read(self, until: float, pattern: str | None) -> str | None:
+        """Collect lines until one matches ``pattern``, the output ends, or time is up."""
+        while (left := until - time.monotonic()) > 0:
             try:
                 line = self.queue.get(timeout=left)
             except queue.Empty:
-                break
+                return None
             if line is None:
-                break
+                return None
             self.seen.append(line)
-            if re.search(pattern, line):
+            if pattern is not None and re.search(pattern, line):
                 return line
-        raise AssertionError(f"no line matching {pattern!r} in {timeout}s:\n{''.join(self.seen)}")
+        return None
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        line = self._read(time.monotonic() + timeout, pattern)
+        if line is None:
+            raise AssertionError(
+                f"no line matching {pattern!r} in {timeout}s:\n{''.join(self.seen)}"
+            )
+        return line
 
     def rest(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.seen.append(line)
+        self._read(time.monotonic() + timeout, None)
         return "".join(self.seen)
 
 
