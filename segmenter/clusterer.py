@@ -63,6 +63,11 @@ class SequentialKMeans(base.Clusterer):
         self.counts: list[int] = []
 
     @property
+    def keys(self) -> tuple[str, ...]:
+        """Feature names in the order of the centres' coordinates."""
+        return self._keys
+
+    @property
     def centers(self) -> dict[int, dict[str, float]]:
         """Centres by label, as river's clusterers expose them."""
         return {i: dict(zip(self._keys, c, strict=True)) for i, c in enumerate(self.centres)}

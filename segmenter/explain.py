@@ -38,7 +38,7 @@ def explain(
             (),
         )
     features = features_of(state, now_ts)
-    assessment = segmenter.model.assess(model_input(features))
+    assessment = segmenter.model.assess(model_input(features), explain=True)
     rules = segmenter.policy.settings
     margin = assessment.margin if assessment.margin is not None else 0.0
     drivers = describe(assessment)

@@ -124,6 +124,7 @@ class SegmentModel:
             self.n_segments, warmup=self.warmup, memory=self.memory, seed=self.seed
         )
         self._ranks: dict[int, int] = {}
+        self._edge_cache: tuple[int, list[float]] | None = None
 
     def _select(self, x: dict[str, float]) -> dict[str, float]:
         return {name: x[name] for name in self.inputs if name in x}
@@ -143,6 +144,7 @@ class SegmentModel:
         self.scaler.learn_one(x)
         self.clusterer.learn_one(self._scaled(x))
         self._ranks = {}
+        self._edge_cache = None
 
     def end_step(self, now_ts: int | None = None) -> None:
         """Close one model update: a new version, with segments re-ranked.
@@ -157,6 +159,7 @@ class SegmentModel:
                 self.clusterer.start()
         self.version += 1
         self._ranks = self._rank()
+        self._edge_cache = None
 
     def _rank(self) -> dict[int, int]:
         def value(label: int) -> float:
@@ -178,49 +181,62 @@ class SegmentModel:
             return None
         return self.ranks[self.clusterer.predict_one(self._scaled(x))]
 
-    def assess(self, x: dict[str, float]) -> Assessment:
-        """Segment, margin to the Insider edge and the inputs that decide it."""
+    def assess(self, x: dict[str, float], explain: bool = False) -> Assessment:
+        """Segment and margin to the Insider edge; with ``explain``, the deciding inputs.
+
+        Explaining costs more than assessing, so callers ask for it only when they
+        need words (an event's reason, the API's why).
+        """
         if not self.clusterer.ready:
             return Assessment(None, None)
         x = self._select(x)
         z = self._scaled(x)
-        centres = self.clusterer.centers
-        top = next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)
-
-        def sq(a: dict[str, float], b: dict[str, float]) -> float:
-            return sum((a[k] - b.get(k, 0.0)) ** 2 for k in sorted(a))
-
+        keys = self.clusterer.keys
+        v = [z.get(k, 0.0) for k in keys]
+        centres = self.clusterer.centres
+        distances = [sum((a - b) * (a - b) for a, b in zip(c, v, strict=True)) for c in centres]
+        label = min(range(len(distances)), key=distances.__getitem__)
         if len(centres) < 2:
             return Assessment(INSIDER_SEGMENT, 1.0)
+        top, gaps = self._edges()
         # Signed position against each edge of the top cell: +1 at the top centre, 0 on
         # the edge, -1 at the other centre, above 1 beyond the top centre. The nearest
         # edge (smallest value) is the one that decides membership.
-        t = centres[top]
-        edges = []
-        for label, o in centres.items():
-            if label != top:
-                gap = sq(t, o) or 1e-12
-                edges.append(((sq(z, o) - sq(z, t)) / gap, label, gap))
-        margin, other, gap = min(edges)
-        o = centres[other]
+        margin, other = min(
+            ((distances[o] - distances[top]) / gaps[o], o) for o in range(len(centres)) if o != top
+        )
+        if not explain:
+            return Assessment(self.ranks[label], margin)
+        t, o_c, gap = centres[top], centres[other], gaps[other]
         pulls = sorted(
-            ((name, ((z[name] - o[name]) ** 2 - (z[name] - t[name]) ** 2) / gap) for name in z),
+            ((i, ((v[i] - o_c[i]) ** 2 - (v[i] - t[i]) ** 2) / gap) for i in range(len(keys))),
             key=lambda item: -abs(item[1]),
         )
-        label = self.clusterer.predict_one(z)
         return Assessment(
             self.ranks[label],
             margin,
-            tuple(self._driver(name, pull, x, t) for name, pull in pulls),
+            tuple(self._driver(keys[i], pull, x, t[i]) for i, pull in pulls),
         )
 
-    def _driver(self, name: str, pull: float, x: dict[str, float], top: dict[str, float]) -> Driver:
+    def _edges(self) -> tuple[int, list[float]]:
+        """The top centre's index and its squared distance to every centre (cached)."""
+        if self._edge_cache is None:
+            centres = self.clusterer.centres
+            top = next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)
+            gaps = [
+                sum((a - b) * (a - b) for a, b in zip(centres[top], c, strict=True)) or 1e-12
+                for c in centres
+            ]
+            self._edge_cache = (top, gaps)
+        return self._edge_cache
+
+    def _driver(self, name: str, pull: float, x: dict[str, float], top: float) -> Driver:
         feature = INPUT_FEATURES.get(name, (name, ""))[0]
         # Back from the (weighted) standardised centre to the feature's own units.
         weight = self.weights.get(name, 1.0) or 1.0
         mean = self.scaler.means.get(name, 0.0)
         std = math.sqrt(self.scaler.vars.get(name, 0.0)) or 1.0
-        typical = math.expm1(top[name] / weight * std + mean)
+        typical = math.expm1(top / weight * std + mean)
         return Driver(name, feature, math.expm1(x[name]), typical, pull)
 
     def dumps(self) -> bytes:

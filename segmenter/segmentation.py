@@ -56,10 +56,17 @@ class Segmenter:
         version = self.model.version
         for cid, state, status in customers:
             features = features_of(state, now_ts)
-            assessment = self.model.assess(model_input(features))
+            x = model_input(features)
+            assessment = self.model.assess(x)
             new, event = self.policy.decide(
                 cid, status, assessment, features, now_ts, version, sweep=sweep
             )
+            if event is not None:
+                # The same decision again, with the drivers the event's reason names.
+                assessment = self.model.assess(x, explain=True)
+                new, event = self.policy.decide(
+                    cid, status, assessment, features, now_ts, version, sweep=sweep
+                )
             if new != status:
                 result.statuses[cid] = new
             if event is not None:

@@ -93,7 +93,7 @@ def test_the_midpoint_between_the_centres_is_on_the_edge(model):
 def test_drivers_pulls_sum_to_the_margin(model):
     rng = random.Random(11)
     for _ in range(8):
-        found = model.assess(random_point(rng))
+        found = model.assess(random_point(rng), explain=True)
         assert found.margin is not None
         assert {d.input for d in found.drivers} == set(INPUTS)
         assert sum(d.pull for d in found.drivers) == pytest.approx(found.margin, abs=1e-9)
@@ -103,7 +103,7 @@ def test_drivers_report_the_value_and_the_insider_centre_in_feature_units(model)
     top, _ = top_and_nearest(model)
     x = {"monetary": 6.0, "tenure": 2.0}
     typical = to_input(model, top)
-    by_input = {d.input: d for d in model.assess(x).drivers}
+    by_input = {d.input: d for d in model.assess(x, explain=True).drivers}
     assert by_input["monetary"].feature == "revenue"
     assert by_input["tenure"].feature == "tenure_days"
     for name in INPUTS:
