@@ -3,8 +3,9 @@
 Order of effects for one block, which is what makes the effect exactly-once:
 1. rejected records go to the dead-letter sink (flushed before anything moves on);
 2. the block's lines and its last offset are applied to the store in one atomic unit;
-3. the segmentation step runs on the changed customers; statuses, outbox events and
-   the model checkpoint are committed in one atomic unit;
+3. the segmentation step runs on the changed customers, and the daily sweep (when
+   due) on every Insider; each commits statuses, outbox events and the model
+   checkpoint in one atomic unit;
 4. outbox events are published to the event sink, then marked published;
 5. only then does the caller commit the source offset.
 A crash anywhere replays the block: step 2 skips what it already holds, step 3 is
