@@ -66,6 +66,16 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
         admin.close()
 
 
+def producer(bootstrap: str, **config: Any) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement and takes up to 2 MiB records."""
+    try:
+        return KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES, **config
+        )
+    except KafkaError as exc:
+        raise _unavailable(bootstrap, exc) from None
+
+
 def dlq_topic(topic: str) -> str:
     return f"{topic}.dlq"
 
@@ -79,15 +89,7 @@ class KafkaEventSink:
 
     def __init__(self, bootstrap: str, events_topic: str = "insiders.events") -> None:
         self.events_topic = events_topic
-        try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                acks="all",
-                linger_ms=5,
-                max_request_size=MAX_MESSAGE_BYTES,
-            )
-        except KafkaError as exc:
-            raise _unavailable(bootstrap, exc) from None
+        self.producer = producer(bootstrap, linger_ms=5)
 
     def dead_letter(self, record: SourceRecord, error: InvalidRecord) -> None:
         headers = [
@@ -237,16 +239,8 @@ class KafkaPublisher:
 
     def __init__(self, bootstrap: str, topic: str = "invoices") -> None:
         self.topic = topic
-        try:
-            self.producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                acks="all",
-                linger_ms=20,
-                batch_size=512 * 1024,
-                max_request_size=MAX_MESSAGE_BYTES,
-            )
-        except KafkaError as exc:
-            raise _unavailable(bootstrap, exc) from None
+        # Large batches: publishing is bound by kafka-python's per-record cost.
+        self.producer = producer(bootstrap, linger_ms=20, batch_size=512 * 1024)
 
     def send_raw(self, key: bytes | None, value: bytes) -> None:
         self.producer.send(self.topic, key=key, value=value)
