@@ -52,6 +52,14 @@ class RiverKMeans:
         pass
 
     @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(sorted(RFM))
+
+    @property
+    def centres(self) -> list[list[float]]:
+        return [[self.model.centers[label][k] for k in self.keys] for label in sorted(self.centers)]
+
+    @property
     def centers(self) -> dict[int, dict[str, float]]:
         return {label: dict(c) for label, c in self.model.centers.items()}
 
