@@ -1,6 +1,6 @@
 """Which changes to the online model work: one row per step from river's KMeans to ours.
 
-    .venv/bin/python benches/model_variants.py [--data PATH] [--seeds 1 2 3]
+    .venv/bin/python benches/model_variants.py [--data PATH] [--seeds 1 2 3] [--only tradeoff]
 
 Each row replays the full file embedded (`insiders evaluate`'s code) and reports the
 Insiders at the 2011-09-08 cut: share of customers, share of the next quarter's revenue,
@@ -109,9 +109,6 @@ def cell(values: list[float], fmt: str) -> str:
 
 
 def main() -> None:
-    data = ARGS.data or DATA
-    if not data.exists():
-        raise SystemExit(f"{data} is absent: pass --data PATH to the full Online Retail file")
     print(f"{'variant':<52} {'customers':>20} {'future revenue':>20} {'flaps':>18}  Jaccard  silh.")
     for name, make_model, rules in VARIANTS:
         started = time.perf_counter()
@@ -129,8 +126,23 @@ def main() -> None:
         print(f"  ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
     print(
         "\ncustomers, future revenue and flaps in %; goal: >= 60% of future revenue, <= 12% "
-        "of customers, flaps < 2%"
+        "of customers, flaps < 2%",
+        flush=True,
     )
+
+
+def tradeoff() -> None:
+    """The policy's dial: wider margins give fewer, surer Insiders and less of the revenue."""
+    print(f"\npolicy trade-off (default model, seed {ARGS.seeds[0]}; entry margin = exit margin)")
+    print(f"{'margin':>6} {'customers':>10} {'future revenue':>15} {'flaps':>7}", flush=True)
+    for margin in ARGS.margins:
+        rules = PolicySettings(entry_margin=margin, exit_margin=margin)
+        r = run(lambda seed: SegmentModel(seed=seed), rules, ARGS.seeds[0])
+        print(
+            f"{margin:>6.2f} {r.model.customers:>10.1%} {r.model.future_revenue:>15.1%} "
+            f"{r.stability.flip_rate:>7.1%}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
@@ -138,5 +150,13 @@ if __name__ == "__main__":
     parser.add_argument("--data", type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    parser.add_argument(
+        "--only", choices=["variants", "tradeoff"], help="run one of the two tables"
+    )
     ARGS = parser.parse_args()
-    main()
+    if not (ARGS.data or DATA).exists():
+        raise SystemExit(f"{ARGS.data or DATA} is absent: pass --data PATH to the full file")
+    if ARGS.only != "tradeoff":
+        main()
+    if ARGS.only != "variants":
+        tradeoff()
