@@ -114,7 +114,7 @@ class SegmentModel:
     weights: dict[str, float] = field(
         default_factory=lambda: {"monetary": 2.0, "tenure": 1.5}
     )  # per input, after scaling
-    warmup_days: float = 60.0
+    warmup_days: float = 120.0
     version: int = 0
     started_at: int | None = None
 

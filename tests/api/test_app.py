@@ -51,7 +51,7 @@ def test_events_are_paged_by_cursor(client, store):
     cursor = None
     while True:
         page = client.get(
-            "/events", params={"after": cursor, "limit": 50} if cursor else {"limit": 50}
+            "/events", params={"after": cursor, "limit": 10} if cursor else {"limit": 10}
         )
         body = page.json()
         if not body["events"]:
@@ -59,7 +59,7 @@ def test_events_are_paged_by_cursor(client, store):
             break
         got.extend(body["events"])
         cursor = body["next_cursor"]
-    assert got == everything and len(got) > 50
+    assert got == everything and len(got) > 10  # several pages
     first = got[0]
     assert set(first) == {
         "event_id",
