@@ -231,8 +231,6 @@ def _port_free(host: str, port: int) -> None:
 def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from importlib import resources
 
-    import uvicorn
-
     from api.app import create_app
     from consumer.file_source import FileInvoiceSource
     from consumer.memory import MemoryEventSink, MemoryFeatureStore
@@ -267,25 +265,7 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         f"{len(insiders):,} Insiders ({len(insiders) / max(len(customers), 1):.1%} of customers) "
         f"holding {share:.1%} of revenue"
     )
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(store), host=host, port=args.port, log_level="warning")
-    )
-
-    def announce() -> None:
-        # Only once the socket is bound: a user who copies the URL must get an answer.
-        while not server.started and not server.should_exit:
-            time.sleep(0.05)
-        if server.started:
-            url = f"http://{host}:{args.port}"
-            print(f"serving the API on {url}  (docs: {url}/docs)", flush=True)
-            print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
-
-    threading.Thread(target=announce, daemon=True).start()
-    # uvicorn re-raises the SIGINT it handled: stopping is what the user asked for.
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
+    serve(create_app(store), host, args.port, log_level="warning", hint=True)
     print("stopped")
     return 0
 
@@ -305,9 +285,32 @@ def cmd_evaluate(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     return 0
 
 
-def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) -> None:
+    """Run uvicorn until SIGINT or SIGTERM, then return normally (a clean stop, exit 0)."""
     import uvicorn
 
+    # uvicorn handles both signals, shuts down gracefully, then re-raises the signal to
+    # the handlers it found: make those a clean return, not a traceback or a kill.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+
+    def announce() -> None:
+        # Only once the socket is bound: a user who copies the URL must get an answer.
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            url = f"http://{host}:{port}"
+            print(f"serving the API on {url}  (docs: {url}/docs)", flush=True)
+            if hint:
+                print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+
+
+def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from api.app import create_app
     from api.settings import ApiSettings
     from consumer.redis_store import RedisFeatureStore
@@ -316,8 +319,9 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     if args.redis_url:
         api_settings.redis_url = args.redis_url
     store = RedisFeatureStore.from_url(api_settings.redis_url, api_settings.redis_prefix)
-    app = create_app(store, clock=api_settings.clock)
-    uvicorn.run(app, host=args.host or api_settings.host, port=args.port or api_settings.port)
+    host, port = args.host or api_settings.host, args.port or api_settings.port
+    _port_free(host, port)
+    serve(create_app(store, clock=api_settings.clock), host, port, log_level="info")
     return 0
 
 
