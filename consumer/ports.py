@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from segmenter.errors import InvalidRecord
-from segmenter.events import InsiderEvent
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine
 from segmenter.policy import InsiderStatus
@@ -141,14 +140,3 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-__all__ = [
-    "ApplyResult",
-    "Customer",
-    "EventPage",
-    "EventSink",
-    "FeatureStore",
-    "InsiderEvent",
-    "SourceRecord",
-]
