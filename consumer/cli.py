@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import itertools
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -139,15 +141,41 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
 
 def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    holder = store.acquire_writer(owner, settings.writer_ttl, settings.writer_wait)
+    if holder is not None:
+        raise InsidersError(
+            f"another consumer ({holder}) owns the model under Redis prefix "
+            f"{settings.redis_prefix!r}; stop it, or give this one its own INSIDERS_REDIS_PREFIX"
+        )
+
+    def still_owner() -> None:
+        if not store.renew_writer(owner, settings.writer_ttl):
+            raise InsidersError(f"lost the writer lock of prefix {settings.redis_prefix!r}")
+
+    try:
+        _consume(args, settings, store, still_owner)
+    finally:
+        store.release_writer(owner)
+    return 0
+
+
+def _consume(
+    args: argparse.Namespace,
+    settings: ConsumerSettings,
+    store: Any,
+    on_block: Callable[[], None],
+) -> None:
     from consumer.kafka_io import (
         KafkaEventSink,
         KafkaInvoiceSource,
         dlq_topic,
         ensure_topics,
     )
-    from consumer.redis_store import RedisFeatureStore
 
-    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
     ensure_topics(
         settings.kafka_bootstrap,
         [settings.topic, dlq_topic(settings.topic), settings.events_topic],
@@ -163,11 +191,10 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     _stop_on_signals(source)
     total = sum(source.end_offsets.values()) if args.exit_at_end else None
     try:
-        run_pipeline(source, store, sink, settings, total=total)
+        run_pipeline(source, store, sink, settings, total=total, on_block=on_block)
     finally:
         source.close()
         sink.close()
-    return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: ConsumerSettings) -> int:

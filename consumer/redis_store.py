@@ -7,7 +7,7 @@ Keys (all under a prefix, ``insiders:`` by default):
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
 ``h:<id>`` a customer's own events, ``event_counts`` events by type and reason,
-``model`` / ``model_version`` the model checkpoint.
+``model`` / ``model_version`` the model checkpoint, ``writer`` the consumer that owns them.
 
 The apply script takes no KEYS (it derives key names from the prefix), so it runs on a
 single Redis server, not a cluster.
@@ -15,6 +15,7 @@ single Redis server, not a cluster.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -225,6 +226,29 @@ class RedisFeatureStore:
 
     def mark_published(self, cursor: str) -> None:
         self.client.set(self._key("events:published"), cursor)
+
+    # The writer lock: the model has one writer per prefix (see README, "Commands").
+    _IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
+    _RENEW = _IF_OWNER.format("'EXPIRE', KEYS[1], ARGV[2]")
+    _RELEASE = _IF_OWNER.format("'DEL', KEYS[1]")
+
+    def acquire_writer(self, owner: str, ttl: int, wait: float) -> str | None:
+        """Take the writer lock, waiting up to ``wait`` s; None if taken, else who holds it."""
+        key = self._key("writer")
+        deadline = time.monotonic() + wait
+        while True:
+            if self.client.set(key, owner, nx=True, ex=ttl):
+                return None
+            holder: Any = self.client.get(key)
+            if time.monotonic() >= deadline:
+                return _str(holder) if holder is not None else "someone"
+            time.sleep(0.5)
+
+    def renew_writer(self, owner: str, ttl: int) -> bool:
+        return bool(self.client.eval(self._RENEW, 1, self._key("writer"), owner, ttl))
+
+    def release_writer(self, owner: str) -> None:
+        self.client.eval(self._RELEASE, 1, self._key("writer"), owner)
 
     def ping(self) -> bool:
         try:

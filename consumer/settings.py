@@ -25,6 +25,9 @@ class ConsumerSettings(ConnectionSettings):
     clock: Literal["event", "wall"] = "event"
     seed: int = 42
     segments: int = 4
+    # One consumer owns a prefix's model: a restarted one waits out a dead one's lock.
+    writer_ttl: int = 15
+    writer_wait: float = 20.0
     # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.
     entry_margin: float = 0.3
     exit_margin: float = 0.3

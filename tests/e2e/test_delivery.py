@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 
 import orjson
@@ -139,3 +141,39 @@ def test_three_partitions_give_the_same_features(env, redis_client, redis_prefix
     assert (got["invoices"].to_numpy() == want["invoices"].to_numpy()).all()
     assert (pd.to_datetime(got["last_purchase_at"]) == want["last_purchase_at"]).all()
     assert (got["recency_days"] - want["recency_days"]).abs().max() < 1e-9
+
+
+def test_a_second_consumer_on_the_same_prefix_is_refused(env, redis_client, redis_prefix):
+    """One writer owns the model: a second consumer says who holds it, in one line."""
+    import subprocess
+    import sys
+    import time
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "consume", "--group", "one"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while redis_client.get(redis_prefix + "writer") is None:
+            assert first.poll() is None and time.monotonic() < deadline, "first consumer died"
+            time.sleep(0.2)
+        second = subprocess.run(
+            [sys.executable, "-m", "consumer.cli", "consume", "--group", "two"],
+            env={**os.environ, **env, "INSIDERS_WRITER_WAIT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1
+        assert f":{first.pid}) owns the model under Redis prefix" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0, first.stderr.read() if first.stderr else ""
+        assert redis_client.get(redis_prefix + "writer") is None  # released on the way out
+    finally:
+        if first.poll() is None:
+            first.kill()
