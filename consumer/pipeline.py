@@ -109,6 +109,8 @@ class Pipeline:
         lines: list[tuple[int, InvoiceLine]] = []
         rejected = 0
         for record in block:
+            # A cheap pre-check that spares a replay the parsing; the apply script checks
+            # the offset again, atomically, which is what the guarantee rests on.
             if record.offset <= stored:
                 stats.stale += 1
                 continue
