@@ -242,9 +242,6 @@ class KafkaPublisher:
         # Large batches: publishing is bound by kafka-python's per-record cost.
         self.producer = producer(bootstrap, linger_ms=20, batch_size=512 * 1024)
 
-    def send_raw(self, key: bytes | None, value: bytes) -> None:
-        self.producer.send(self.topic, key=key, value=value)
-
     def send(self, record: dict[str, Any]) -> None:
         customer = record.get("customer_id")
         self.producer.send(

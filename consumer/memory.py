@@ -40,7 +40,6 @@ class MemoryFeatureStore:
     histories: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     model: bytes | None = None
-    model_version: int = 0
     last_ts: int | None = None
 
     def stored_offset(self, topic: str, partition: int) -> int:
@@ -96,7 +95,7 @@ class MemoryFeatureStore:
             if cid in self.states
         ]
 
-    def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
+    def commit_step(self, result: StepResult, model: bytes) -> None:
         for cid, status in result.statuses.items():
             self.statuses[cid] = status
             if status.insider and status.insider_since is not None:
@@ -109,7 +108,7 @@ class MemoryFeatureStore:
             self.histories.setdefault(event.customer_id, []).append(doc)
             key = f"{event.type}:{event.reason.code}"
             self.counts[key] = self.counts.get(key, 0) + 1
-        self.model, self.model_version = model, model_version
+        self.model = model
         self.pending_ids.clear()
 
     def watermark(self) -> int | None:

@@ -158,8 +158,7 @@ class Pipeline:
         self._commit(result)
 
     def _commit(self, result: StepResult) -> None:
-        segmenter = self.segmenter
-        self.store.commit_step(result, segmenter.checkpoint(), segmenter.model.version)
+        self.store.commit_step(result, self.segmenter.checkpoint())
 
     def publish_events(self) -> None:
         events, cursor = self.store.unpublished_events()

@@ -82,7 +82,7 @@ class FeatureStore(Protocol):
 
     def load(self, customer_ids: Sequence[str]) -> list[Customer]: ...
 
-    def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
+    def commit_step(self, result: StepResult, model: bytes) -> None:
         """Store statuses, append events to the outbox and histories, checkpoint, atomically."""
         ...
 

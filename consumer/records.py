@@ -31,19 +31,6 @@ REQUIRED = (
 
 _REQUIRED = frozenset(REQUIRED)
 
-# Every reason a record can be rejected for; the DLQ and the logs use these names.
-REASONS = (
-    "too_large",
-    "not_json",
-    "unknown_layout",
-    "missing_field",
-    "wrong_type",
-    "zero_quantity",
-    "bad_date",
-    "negative_price",
-    "bad_customer_id",
-)
-
 _EPOCH = datetime(1970, 1, 1)
 
 

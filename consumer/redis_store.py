@@ -7,7 +7,8 @@ Keys (all under a prefix, ``insiders:`` by default):
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
 ``h:<id>`` a customer's own events, ``event_counts`` events by type and reason,
-``model`` / ``model_version`` the model checkpoint, ``writer`` the consumer that owns them.
+``model`` the segmenter's checkpoint (model, sweep clock, policy),
+``writer`` the consumer that owns them.
 
 The apply script takes no KEYS (it derives key names from the prefix), so it runs on a
 single Redis server, not a cluster.
@@ -139,7 +140,7 @@ class RedisFeatureStore:
             decode(cid, values) for cid, values in zip(customer_ids, pipe.execute(), strict=True)
         ]
 
-    def commit_step(self, result: StepResult, model: bytes, model_version: int) -> None:
+    def commit_step(self, result: StepResult, model: bytes) -> None:
         pipe = self.client.pipeline(transaction=True)
         insiders = self._key("insiders")
         for cid, status in result.statuses.items():
@@ -163,7 +164,6 @@ class RedisFeatureStore:
             pipe.rpush(self._key("h:" + event.customer_id), doc)
             pipe.hincrby(self._key("event_counts"), f"{event.type}:{event.reason.code}", 1)
         pipe.set(self._key("model"), model)
-        pipe.set(self._key("model_version"), model_version)
         pipe.delete(self._key("pending"))
         pipe.execute()
 

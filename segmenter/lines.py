@@ -49,10 +49,6 @@ class InvoiceLine:
     country: str = ""
     description: str = ""
 
-    @property
-    def kind(self) -> LineKind:
-        return classify(self)[0]
-
 
 _product_cache: dict[str, bool] = {}
 

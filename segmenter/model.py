@@ -13,7 +13,6 @@ and which inputs pull them towards or away from it: the "why" of a status.
 from __future__ import annotations
 
 import math
-import pickle
 from dataclasses import dataclass, field
 
 from river import preprocessing
@@ -177,9 +176,7 @@ class SegmentModel:
 
     def segment_of(self, x: dict[str, float]) -> int | None:
         """Segment rank of ``x`` (1 is the top-value segment); None during the warm-up."""
-        if not self.clusterer.ready:
-            return None
-        return self.ranks[self.clusterer.predict_one(self._scaled(x))]
+        return self.assess(x).segment
 
     def assess(self, x: dict[str, float], explain: bool = False) -> Assessment:
         """Segment and margin to the Insider edge; with ``explain``, the deciding inputs.
@@ -238,13 +235,3 @@ class SegmentModel:
         std = math.sqrt(self.scaler.vars.get(name, 0.0)) or 1.0
         typical = math.expm1(top / weight * std + mean)
         return Driver(name, feature, math.expm1(x[name]), typical, pull)
-
-    def dumps(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
-
-    @staticmethod
-    def loads(blob: bytes) -> SegmentModel:
-        model = pickle.loads(blob)
-        if not isinstance(model, SegmentModel):
-            raise TypeError(f"checkpoint holds a {type(model).__name__}, not a SegmentModel")
-        return model

@@ -80,9 +80,15 @@ class Segmenter:
 
     def restore(self, blob: bytes, keep_policy: bool = True) -> None:
         """Load a checkpoint; keep this process's own policy unless ``keep_policy`` is False."""
-        model, swept_at, policy = pickle.loads(blob)
-        if not isinstance(model, SegmentModel) or not isinstance(policy, InsiderPolicy):
-            raise TypeError(f"checkpoint holds a {type(model).__name__}, not a SegmentModel")
+        state = pickle.loads(blob)
+        if not (
+            isinstance(state, tuple)
+            and len(state) == 3
+            and isinstance(state[0], SegmentModel)
+            and isinstance(state[2], InsiderPolicy)
+        ):
+            raise TypeError(f"checkpoint holds a {type(state).__name__}, not a segmenter's state")
+        model, swept_at, policy = state
         self.model, self.swept_at = model, swept_at
         if not keep_policy:
             self.policy = policy

@@ -142,7 +142,7 @@ def test_commit_step_stores_statuses_events_model_and_clears_pending(store):
         },
         events=[_event("1", 1)],
     )
-    store.commit_step(result, b"model-bytes", 7)
+    store.commit_step(result, b"model-bytes")
     assert store.pending() == []
     assert store.model_checkpoint() == b"model-bytes"
     one = store.customer("1")
@@ -153,12 +153,12 @@ def test_commit_step_stores_statuses_events_model_and_clears_pending(store):
     assert [e["event_id"] for e in events.events] == ["1:1"]
     assert events.events[0] == _event("1", 1).as_dict()
     # Exit: the customer leaves the Insider index.
-    store.commit_step(StepResult(statuses={"1": InsiderStatus(segment=2, sequence=2)}), b"m", 8)
+    store.commit_step(StepResult(statuses={"1": InsiderStatus(segment=2, sequence=2)}), b"m")
     assert store.insiders(0, 10)[1] == 0
 
 
 def test_event_pages_and_outbox(store):
-    store.commit_step(StepResult(events=[_event(str(i), 1) for i in range(5)]), b"m", 1)
+    store.commit_step(StepResult(events=[_event(str(i), 1) for i in range(5)]), b"m")
     first = store.events(None, 2)
     assert [e["customer_id"] for e in first.events] == ["0", "1"]
     second = store.events(first.next_cursor, 10)
@@ -168,7 +168,7 @@ def test_event_pages_and_outbox(store):
     assert len(unpublished) == 5 and cursor is not None
     store.mark_published(cursor)
     assert store.unpublished_events() == ([], None)
-    store.commit_step(StepResult(events=[_event("9", 1)]), b"m", 2)
+    store.commit_step(StepResult(events=[_event("9", 1)]), b"m")
     assert [e["customer_id"] for e in store.unpublished_events()[0]] == ["9"]
 
 

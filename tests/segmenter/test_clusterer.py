@@ -14,6 +14,7 @@ import pytest
 
 from segmenter.clusterer import SequentialKMeans
 from segmenter.model import SegmentModel
+from segmenter.segmentation import Segmenter
 
 
 def test_centres_are_the_means_of_their_clusters():
@@ -150,10 +151,10 @@ def test_segment_one_is_the_highest_value_cluster():
     assert model.segment_of(worst) == 4
 
 
-def test_dumps_loads_round_trip_keeps_predictions():
+def test_checkpoint_round_trip_keeps_predictions():
     """A checkpoint restores a model that segments every point the same way."""
     model, _ = trained_model()
-    restored = SegmentModel.loads(model.dumps())
+    restored = Segmenter.from_checkpoint(Segmenter(model).checkpoint()).model
     assert isinstance(restored, SegmentModel)
     assert restored is not model
     assert restored.version == model.version
@@ -163,7 +164,7 @@ def test_dumps_loads_round_trip_keeps_predictions():
 
 
 @pytest.mark.parametrize("payload", [{"centres": []}, [1, 2, 3], "SegmentModel", None])
-def test_loads_rejects_a_pickle_that_is_not_a_model(payload):
-    """A checkpoint holding anything but a SegmentModel raises TypeError naming the type."""
+def test_restore_rejects_a_pickle_that_is_not_a_checkpoint(payload):
+    """A checkpoint holding anything but a segmenter's state raises TypeError naming the type."""
     with pytest.raises(TypeError, match=type(payload).__name__):
-        SegmentModel.loads(pickle.dumps(payload))
+        Segmenter.from_checkpoint(pickle.dumps(payload))
