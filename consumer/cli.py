@@ -210,23 +210,39 @@ def cmd_export(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     return 0
 
 
-def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
-    from consumer.export import export_frame, write_export
+def replay_embedded(
+    path: Path | str,
+    settings: ConsumerSettings,
+    snapshot: str | None,
+    until: datetime | None = None,
+) -> tuple[Any, Any, float, bool]:
+    """File source, in-memory state (from ``snapshot`` if it exists): (store, stats, s, stopped)."""
     from consumer.file_source import FileInvoiceSource
     from consumer.memory import MemoryEventSink, MemoryFeatureStore
 
-    snapshot = Path(args.snapshot) if args.snapshot else None
+    saved = Path(snapshot) if snapshot else None
     store = (
-        MemoryFeatureStore.load_snapshot(snapshot)
-        if snapshot is not None and snapshot.exists()
+        MemoryFeatureStore.load_snapshot(saved)
+        if saved is not None and saved.exists()
         else MemoryFeatureStore()
     )
-    source = FileInvoiceSource(args.path, settings.block_size, until=args.until)
+    source = FileInvoiceSource(path, settings.block_size, until=until)
     _stop_on_signals(source)
     stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
-    if snapshot is not None:
-        store.save(snapshot)
+    return store, stats, elapsed, source.stopping
+
+
+def save_snapshot(store: Any, snapshot: str | None) -> None:
+    if snapshot:
+        store.save(Path(snapshot))
         print(f"saved state to {snapshot}")
+
+
+def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.export import export_frame, write_export
+
+    store, stats, elapsed, _ = replay_embedded(args.path, settings, args.snapshot, args.until)
+    save_snapshot(store, args.snapshot)
     insiders = store.insiders(0, 0)[1]
     print(
         f"replayed {stats.records:,} lines in {elapsed:.1f}s "
@@ -259,8 +275,6 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from importlib import resources
 
     from api.app import create_app
-    from consumer.file_source import FileInvoiceSource
-    from consumer.memory import MemoryEventSink, MemoryFeatureStore
 
     host = "127.0.0.1"
     _port_free(host, args.port)
@@ -268,21 +282,11 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         data = Path(args.data)
     else:
         data = Path(str(resources.files("consumer").joinpath("data/online_retail_sample.csv.gz")))
-    snapshot = Path(args.snapshot) if args.snapshot else None
-    store = (
-        MemoryFeatureStore.load_snapshot(snapshot)
-        if snapshot is not None and snapshot.exists()
-        else MemoryFeatureStore()
-    )
-    source = FileInvoiceSource(data, settings.block_size)
     print(f"replaying {data.name} through the pipeline (embedded: no Kafka, no Redis)...")
-    _stop_on_signals(source)
-    stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
-    if source.stopping:
+    store, stats, elapsed, stopped = replay_embedded(data, settings, args.snapshot)
+    if stopped:
         return 130
-    if snapshot is not None:
-        store.save(snapshot)
-        print(f"saved state to {snapshot}")
+    save_snapshot(store, args.snapshot)
     customers = list(store.customers())
     total = sum(c.state.revenue_micros for c in customers)
     insiders = [c for c in customers if c.status.insider]

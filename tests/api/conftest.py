@@ -19,3 +19,16 @@ def client(store):
     for block in FileInvoiceSource(SAMPLE).blocks():
         pipeline.process(block)
     return TestClient(create_app(store))
+
+
+def all_events(client: TestClient, limit: int = 40) -> list[dict]:
+    """Every event, read page by page through GET /events as a subscriber would."""
+    events: list[dict] = []
+    params: dict[str, object] = {"limit": limit}
+    while True:
+        body = client.get("/events", params=params).json()
+        if not body["events"]:
+            assert body["next_cursor"] is None
+            return events
+        events.extend(body["events"])
+        params = {"limit": limit, "after": body["next_cursor"]}

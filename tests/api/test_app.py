@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from tests.api.conftest import all_events
 from tests.conftest import SAMPLE
 
 
@@ -21,15 +22,23 @@ def test_customer_status_has_features_segment_and_insider_flag(client, store):
     assert body["as_of"] == latest.iloc[0].isoformat()
 
 
-def test_unknown_customer_is_a_404_with_a_json_body(client):
-    response = client.get("/customers/424242")
+@pytest.mark.parametrize(
+    ("route", "detail"),
+    [
+        ("/customers/{}", "customer 424242 not found (no purchases seen)"),
+        ("/customers/{}/history", "customer 424242 not found"),
+    ],
+)
+def test_unknown_customer_is_a_404_with_a_json_body(client, route, detail):
+    response = client.get(route.format("424242"))
     assert response.status_code == 404
-    assert response.json() == {"detail": "customer 424242 not found (no purchases seen)"}
+    assert response.json() == {"detail": detail}
 
 
+@pytest.mark.parametrize("route", ["/customers/{}", "/customers/{}/history"])
 @pytest.mark.parametrize("bad", ["not%20an%20id", "x" * 65, "a;b"])
-def test_malformed_customer_id_is_a_422(client, bad):
-    assert client.get(f"/customers/{bad}").status_code == 422
+def test_malformed_customer_id_is_a_422(client, route, bad):
+    assert client.get(route.format(bad)).status_code == 422
 
 
 def test_insiders_are_paged_without_gaps_or_repeats(client, store):
@@ -47,18 +56,7 @@ def test_insiders_are_paged_without_gaps_or_repeats(client, store):
 
 def test_events_are_paged_by_cursor(client, store):
     everything = store.events(None, 100_000).events
-    got: list[dict] = []
-    cursor = None
-    while True:
-        page = client.get(
-            "/events", params={"after": cursor, "limit": 10} if cursor else {"limit": 10}
-        )
-        body = page.json()
-        if not body["events"]:
-            assert body["next_cursor"] is None
-            break
-        got.extend(body["events"])
-        cursor = body["next_cursor"]
+    got = all_events(client, limit=10)
     assert got == everything and len(got) > 10  # several pages
     first = got[0]
     assert set(first) == {

@@ -12,19 +12,10 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.api.conftest import all_events
+
 SAMPLE_CUSTOMERS = 377  # customers with a purchase in the shipped sample
 ENTERED, EXITED = "insider.entered", "insider.exited"
-
-
-def all_events(client: TestClient) -> list[dict]:
-    events: list[dict] = []
-    params: dict[str, object] = {"limit": 40}
-    while True:
-        body = client.get("/events", params=params).json()
-        if not body["events"]:
-            return events
-        events.extend(body["events"])
-        params = {"limit": 40, "after": body["next_cursor"]}
 
 
 def all_insider_ids(client: TestClient) -> list[str]:
@@ -102,17 +93,6 @@ def test_history_of_a_customer_who_exited(client):
         entries, exits = types.count(ENTERED), types.count(EXITED)
         assert body["insider"] is (entries - exits == 1)
         assert client.get(f"/customers/{cid}").json()["insider"] is body["insider"]
-
-
-def test_history_of_an_unknown_customer_is_a_404(client):
-    response = client.get("/customers/424242/history")
-    assert response.status_code == 404
-    assert response.json() == {"detail": "customer 424242 not found"}
-
-
-@pytest.mark.parametrize("bad", ["not%20an%20id", "x" * 65, "a;b"])
-def test_history_of_a_malformed_id_is_a_422(client, bad):
-    assert client.get(f"/customers/{bad}/history").status_code == 422
 
 
 def test_stats_agree_with_the_other_routes(client):
