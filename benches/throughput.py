@@ -40,6 +40,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     if status != 0:
+        assert proc.stderr is not None  # stderr=PIPE
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
     return elapsed, usage.ru_maxrss / 1024
 
