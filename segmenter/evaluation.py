@@ -27,22 +27,26 @@ def log_features(frame: pd.DataFrame) -> np.ndarray:
 class Capture:
     name: str
     customers: float  # share of customers selected
-    future_revenue: float  # share of the future revenue they bring
+    future_revenue: float  # share of the future purchases they make
+    future_net: float  # share of the future purchases net of future returns
 
 
-def capture(name: str, selected: pd.Series, future: pd.Series) -> Capture:
-    """Share of customers in ``selected`` (a boolean mask) and their share of ``future``.
+def capture(name: str, selected: pd.Series, future: pd.Series, future_net: pd.Series) -> Capture:
+    """Share of customers in ``selected`` (a boolean mask) and their share of ``future``
+    and of ``future_net``.
 
     >>> future = pd.Series([10.0, 0.0, 30.0, 60.0])
-    >>> capture("x", pd.Series([False, False, True, True]), future)
-    Capture(name='x', customers=0.5, future_revenue=0.9)
+    >>> capture("x", pd.Series([False, False, True, True]), future, future.clip(upper=30))
+    Capture(name='x', customers=0.5, future_revenue=0.9, future_net=0.8571428571428571)
     """
-    total = float(future.sum())
     return Capture(
-        name,
-        float(selected.mean()),
-        float(future[selected].sum()) / total if total else 0.0,
+        name, float(selected.mean()), _share(future, selected), _share(future_net, selected)
     )
+
+
+def _share(values: pd.Series, selected: pd.Series) -> float:
+    total = float(values.sum())
+    return float(values[selected].sum()) / total if total else 0.0
 
 
 def top_share(score: pd.Series, share: float) -> pd.Series:
