@@ -148,8 +148,8 @@ class MemoryFeatureStore:
     def events(self, after: str | None, limit: int) -> EventPage:
         start = int(after) if after else 0
         page = self.outbox[start : start + limit]
-        end = start + len(page)
-        return EventPage(page, str(end) if page else None)
+        cursors = tuple(str(start + i) for i in range(1, len(page) + 1))
+        return EventPage(page, cursors[-1] if cursors else None, cursors)
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         events = self.outbox[self.published :]

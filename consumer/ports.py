@@ -46,7 +46,8 @@ class Customer:
 @dataclass(frozen=True, slots=True)
 class EventPage:
     events: list[dict[str, object]]
-    next_cursor: str | None
+    next_cursor: str | None  # the last event's cursor; None on an empty page
+    cursors: tuple[str, ...] = ()  # each event's own cursor: reading after it resumes there
 
 
 class FeatureStore(Protocol):

@@ -217,7 +217,8 @@ class RedisFeatureStore:
         start = f"({after}" if after else "-"
         entries: Any = self.client.xrange(self._key("events"), min=start, count=limit)
         events = [orjson.loads(fields[b"e"]) for _, fields in entries]
-        return EventPage(events, _str(entries[-1][0]) if entries else None)
+        cursors = tuple(_str(entry_id) for entry_id, _ in entries)
+        return EventPage(events, cursors[-1] if cursors else None, cursors)
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         after = self.client.get(self._key("events:published"))

@@ -164,6 +164,11 @@ def test_event_pages_and_outbox(store):
     second = store.events(first.next_cursor, 10)
     assert [e["customer_id"] for e in second.events] == ["2", "3", "4"]
     assert store.events(second.next_cursor, 10).events == []
+    # Each event's own cursor resumes right after it (what SSE's Last-Event-ID needs).
+    assert len(second.cursors) == 3 and second.next_cursor == second.cursors[-1]
+    resumed = store.events(second.cursors[0], 10)
+    assert [e["customer_id"] for e in resumed.events] == ["3", "4"]
+    assert resumed.cursors == second.cursors[1:]
     unpublished, cursor = store.unpublished_events()
     assert len(unpublished) == 5 and cursor is not None
     store.mark_published(cursor)
