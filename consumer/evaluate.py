@@ -27,6 +27,7 @@ from segmenter.evaluation import (
     bootstrap,
     capture,
     jaccard,
+    members_at,
     silhouette,
     silhouette_of,
     stability,
@@ -107,7 +108,7 @@ def evaluate(
         for c in store.customers()
         if c.status.segment is not None
     ]
-    members_at_window = _members_at(events, window_start)
+    members_at_window = members_at(events, window_start)
     return Evaluation(
         cut=cut,
         customers_at_cut=len(at_cut),
@@ -125,18 +126,6 @@ def evaluate(
         batch_end=int(batch_end.sum()),
         stability=stability(events, window_start, members_at_window),
     )
-
-
-def _members_at(events: list[dict[str, object]], moment: datetime) -> set[str]:
-    members: set[str] = set()
-    for e in events:
-        if datetime.fromisoformat(str(e["at"])) >= moment:
-            break
-        if e["type"] == "insider.entered":
-            members.add(str(e["customer_id"]))
-        else:
-            members.discard(str(e["customer_id"]))
-    return members
 
 
 def report(result: Evaluation) -> str:

@@ -115,6 +115,28 @@ def bootstrap(values: np.ndarray, stat: str, draws: int, seed: int) -> Interval:
     return Interval(float(fn(values)), float(low), float(high))
 
 
+def members_at(events: Iterable[dict[str, object]], moment: datetime) -> set[str]:
+    """The Insiders just before ``moment``, replayed from the events (oldest first).
+
+    >>> events = [
+    ...     {"customer_id": "1", "type": "insider.entered", "at": "2011-01-01T00:00:00"},
+    ...     {"customer_id": "2", "type": "insider.entered", "at": "2011-01-02T00:00:00"},
+    ...     {"customer_id": "1", "type": "insider.exited", "at": "2011-02-01T00:00:00"},
+    ... ]
+    >>> sorted(members_at(events, datetime(2011, 1, 15)))
+    ['1', '2']
+    """
+    members: set[str] = set()
+    for e in events:
+        if datetime.fromisoformat(str(e["at"])) >= moment:
+            break
+        if e["type"] == "insider.entered":
+            members.add(str(e["customer_id"]))
+        else:
+            members.discard(str(e["customer_id"]))
+    return members
+
+
 @dataclass(frozen=True)
 class Stability:
     insiders_in_window: int

@@ -227,11 +227,27 @@ class SegmentModel:
             self._edge_cache = (top, gaps)
         return self._edge_cache
 
-    def _driver(self, name: str, pull: float, x: dict[str, float], top: float) -> Driver:
-        feature = INPUT_FEATURES.get(name, (name, ""))[0]
-        # Back from the (weighted) standardised centre to the feature's own units.
+    def typical(self, segment: int = INSIDER_SEGMENT) -> dict[str, float]:
+        """The centre of ``segment`` in the spec v1 features' own units, e.g. revenue in £.
+
+        Empty while the model warms up.
+        """
+        if not self.clusterer.ready:
+            return {}
+        label = next(label for label, rank in self.ranks.items() if rank == segment)
+        centre = self.clusterer.centers[label]
+        return {
+            INPUT_FEATURES.get(name, (name, ""))[0]: self._in_units(name, centre.get(name, 0.0))
+            for name in self.inputs
+        }
+
+    def _in_units(self, name: str, z: float) -> float:
+        """Back from a (weighted) standardised input to the feature's own units."""
         weight = self.weights.get(name, 1.0) or 1.0
         mean = self.scaler.means.get(name, 0.0)
         std = math.sqrt(self.scaler.vars.get(name, 0.0)) or 1.0
-        typical = math.expm1(top / weight * std + mean)
-        return Driver(name, feature, math.expm1(x[name]), typical, pull)
+        return math.expm1(z / weight * std + mean)
+
+    def _driver(self, name: str, pull: float, x: dict[str, float], top: float) -> Driver:
+        feature = INPUT_FEATURES.get(name, (name, ""))[0]
+        return Driver(name, feature, math.expm1(x[name]), self._in_units(name, top), pull)

@@ -62,6 +62,23 @@ def describe(assessment: Assessment, limit: int = 2) -> str:
     return "; ".join(parts)
 
 
+def overdue(features: CustomerFeatures, rules: PolicySettings) -> bool:
+    """More than ``overdue_factor`` times the customer's usual gap since the last purchase.
+
+    The usual gap is days per invoice over the whole relationship (30 / frequency).
+
+    >>> from segmenter.features import CustomerState, features_of
+    >>> s = CustomerState(lines=4, invoices=4, first_ts=0, last_ts=90 * SECONDS_PER_DAY)
+    >>> overdue(features_of(s, 140 * SECONDS_PER_DAY), PolicySettings())  # gap 35, 50 days
+    False
+    >>> overdue(features_of(s, 200 * SECONDS_PER_DAY), PolicySettings())  # gap 50, 110 days
+    True
+    """
+    recency = features.recency_days or 0.0
+    usual_gap = 30.0 / features.frequency if features.frequency else rules.lapse_days
+    return recency > rules.overdue_factor * usual_gap
+
+
 @dataclass(frozen=True)
 class InsiderPolicy:
     """Membership decisions with hysteresis, a minimum dwell and a lapse rule.
@@ -112,9 +129,7 @@ class InsiderPolicy:
         elif margin is not None and margin <= -rules.exit_margin:
             since = status.insider_since if status.insider_since is not None else now_ts
             dwell = (now_ts - since) / SECONDS_PER_DAY
-            usual_gap = 30.0 / features.frequency if features.frequency else rules.lapse_days
-            overdue = recency > rules.overdue_factor * usual_gap
-            if dwell >= rules.min_dwell_days and (overdue or not sweep):
+            if dwell >= rules.min_dwell_days and (overdue(features, rules) or not sweep):
                 code = "lapsed" if sweep else "left_top_segment"
                 reason = Reason(
                     code,
