@@ -7,14 +7,20 @@ Redis and the embedded in-memory store.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from api import dashboard
+from api.report import live_report, report_body
 from api.schemas import (
     CustomerStatus,
     Driver,
@@ -25,6 +31,7 @@ from api.schemas import (
     History,
     HistoryEntry,
     InsiderPage,
+    Report,
     Stats,
     Why,
 )
@@ -99,14 +106,23 @@ def status_of(
     )
 
 
-def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
-    """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall"."""
+def create_app(
+    store: FeatureStore, clock: str = "event", stream_poll: float = 0.5, keepalive: float = 15.0
+) -> FastAPI:
+    """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall".
+
+    ``stream_poll`` is how often the event stream looks for new events, and
+    ``keepalive`` how long it stays silent before it sends a comment line.
+    """
     app = FastAPI(
         title="Insiders",
         summary="Who the Insiders are, since when, and the events of entries and exits.",
         version="0.1.0",
     )
     app.state.store = store
+    # Set by the server on SIGINT/SIGTERM: event streams end so the stop is not held up.
+    app.state.stopping = threading.Event()
+    stopping: threading.Event = app.state.stopping
     app.state.now = (lambda s: s.watermark()) if clock == "event" else (lambda s: int(time.time()))
 
     @app.exception_handler(HTTPException)
@@ -178,6 +194,62 @@ def create_app(store: FeatureStore, clock: str = "event") -> FastAPI:
     ) -> EventPage:
         page = store.events(after, limit)
         return EventPage(events=page.events, next_cursor=page.next_cursor)
+
+    @app.get(
+        "/events/stream",
+        summary="Insider entries and exits as server-sent events, live",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream_events(
+        request: Request,
+        store: Store,
+        after: Annotated[
+            str | None, Query(max_length=64, description="cursor to start after")
+        ] = None,
+        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    ) -> StreamingResponse:
+        """Every event after the cursor, then new ones as they come. Each carries its
+        cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`."""
+        start = last_event_id or after
+
+        async def frames() -> AsyncIterator[bytes]:
+            cursor, quiet = start, 0.0
+            while not stopping.is_set() and not await request.is_disconnected():
+                page = await run_in_threadpool(store.events, cursor, 100)
+                for event, event_cursor in zip(page.events, page.cursors, strict=True):
+                    yield (
+                        f"id: {event_cursor}\nevent: {event['type']}\ndata: ".encode()
+                        + orjson.dumps(event)
+                        + b"\n\n"
+                    )
+                if page.events:
+                    cursor, quiet = page.cursors[-1], 0.0
+                    continue
+                if quiet >= keepalive:
+                    yield b": keep-alive\n\n"
+                    quiet = 0.0
+                await asyncio.sleep(stream_poll)
+                quiet += stream_poll
+
+        return StreamingResponse(
+            frames(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/report", response_model=Report, summary="The business report, live")
+    def report(store: Store, now: Now) -> Report:
+        return report_body(live_report(store, now, current_segmenter(store)))
+
+    @app.get(
+        "/dashboard",
+        response_class=HTMLResponse,
+        summary="The business report as a page for people",
+    )
+    def show_dashboard(store: Store, now: Now) -> HTMLResponse:
+        body = report_body(live_report(store, now, current_segmenter(store)))
+        return HTMLResponse(dashboard.render(body))
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz(store: Store) -> Health | JSONResponse:

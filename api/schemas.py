@@ -98,3 +98,70 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class Estimate(BaseModel):
+    estimate: float | None
+    low: float | None = Field(description="bootstrap 95% interval, low end")
+    high: float | None
+
+
+class Trait(BaseModel):
+    name: str
+    label: str
+    unit: str
+    insiders: float | None = Field(description="median over the Insiders")
+    rest: float | None = Field(description="median over the other customers")
+
+
+class SegmentRow(BaseModel):
+    segment: int | None = Field(description="value rank, 1 = the Insiders' segment; null = not yet")
+    customers: int
+    insiders: int
+    customer_share: float
+    revenue_share: float
+    median_revenue: float | None
+    expected_revenue: float = Field(description="at their own pace, over `horizon_days`, £")
+
+
+class EvidenceItem(BaseModel):
+    claim: str
+    holds: bool
+
+
+class ActionItem(BaseModel):
+    key: str = Field(description="welcome | at_risk | nearly | win_back")
+    title: str
+    why: str
+    count: int
+    customer_ids: list[str] = Field(description="the most valuable first, at most 20")
+
+
+class TopCustomer(BaseModel):
+    customer_id: str
+    revenue: float
+
+
+class Report(BaseModel):
+    as_of: datetime | None
+    model_version: int
+    customers: int
+    insiders: int
+    customer_share: float = Field(description="Insiders / customers")
+    revenue: float = Field(description="revenue of all customers so far, £")
+    revenue_share: float = Field(description="the Insiders' share of it")
+    horizon_days: int
+    expected_revenue: dict[str, float] = Field(
+        description="£ over `horizon_days` at each customer's own pace: Insiders, rest"
+    )
+    mean_revenue: dict[str, Estimate] = Field(description="per customer, £: Insiders, rest")
+    top_insiders: list[TopCustomer]
+    traits: list[Trait] = Field(description="what characterises the Insiders")
+    segments: list[SegmentRow]
+    insider_centre: dict[str, float] = Field(description="the Insider segment's centre")
+    conditions: list[str] = Field(description="entry and exit conditions in words")
+    policy: dict[str, float]
+    movement: dict[str, int] = Field(description="events of the last 30 days by type:reason")
+    flaps: dict[str, int] = Field(description="last 90 days: Insiders, left and back within 30")
+    evidence: list[EvidenceItem]
+    actions: list[ActionItem]

@@ -324,7 +324,21 @@ def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) ->
     # the handlers it found: make those a clean return, not a traceback or a kill.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Event-stream subscribers never hang up on their own: tell the streams to
+            # end, so a graceful stop is not held up by a subscriber.
+            stopping = getattr(app.state, "stopping", None)
+            if stopping is not None:
+                stopping.set()
+            super().handle_exit(sig, frame)
+
+    # The grace period is a backstop for any other response that does not finish.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10
+    )
+    server = Server(config)
 
     def announce() -> None:
         # Only once the socket is bound: a user who copies the URL must get an answer.
@@ -334,7 +348,10 @@ def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) ->
             url = f"http://{host}:{port}"
             print(f"serving the API on {url}  (docs: {url}/docs)", flush=True)
             if hint:
-                print(f"try: curl {url}/insiders?limit=5   (Ctrl-C stops)", flush=True)
+                print(
+                    f"try: curl {url}/insiders?limit=5, or open {url}/dashboard   (Ctrl-C stops)",
+                    flush=True,
+                )
 
     threading.Thread(target=announce, daemon=True).start()
     with contextlib.suppress(KeyboardInterrupt):

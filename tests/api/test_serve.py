@@ -1,4 +1,5 @@
-"""`insiders api` serves the store in Redis over HTTP, and stops on SIGTERM."""
+"""`insiders api` serves the store in Redis over HTTP, and stops on SIGTERM, even with an
+event-stream subscriber connected."""
 
 from __future__ import annotations
 
@@ -54,8 +55,15 @@ def test_api_command_serves_redis(redis_store, redis_prefix):
         assert health == {"status": "ok", "store": "redis", "customers": 377}
         stats = get(f"{base}/stats", time.monotonic() + 5)
         assert stats["insiders"] == redis_store.insiders(0, 0)[1]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, proc.stdout.read() if proc.stdout else ""
+        with urllib.request.urlopen(f"{base}/events/stream", timeout=10) as subscriber:
+            assert subscriber.readline().startswith(b"id: ")
+            proc.send_signal(signal.SIGTERM)
+            # The server ends the stream itself, well before uvicorn's 10 s backstop.
+            started = time.monotonic()
+            assert proc.wait(timeout=30) == 0
+            assert time.monotonic() - started < 5
+        output = proc.stdout.read() if proc.stdout else ""
+        assert "Traceback" not in output, output
     finally:
         if proc.poll() is None:
             proc.kill()
