@@ -33,8 +33,9 @@ from segmenter.evaluation import (
     stability,
     top_share,
 )
-from segmenter.features import features_of
+from segmenter.features import SECONDS_PER_DAY, features_of
 from segmenter.model import model_input
+from segmenter.report import expected_revenue
 
 TOP_SHARE = 0.12
 
@@ -54,6 +55,10 @@ class Evaluation:
     insiders_end: int
     batch_end: int
     stability: Stability
+    # The report's expected revenue at the cut, over the days the data runs on after it,
+    # against what was spent: group -> (expected, actual), £.
+    horizon_days: float
+    expected: dict[str, tuple[float, float]]
 
     @property
     def model(self) -> Capture:
@@ -72,8 +77,10 @@ def evaluate(
     pipeline = make_pipeline(store)
     for block in FileInvoiceSource(path, block_size, until=cut).blocks():
         pipeline.process(block)
-    at_cut = export_frame(store, store.watermark()).set_index("customer_id")
+    cut_ts = store.watermark() or 0
+    at_cut = export_frame(store, cut_ts).set_index("customer_id")
     members_at_cut = set(at_cut.index[at_cut["insider"]])
+    pace = [(features_of(c.state, cut_ts), c.status.insider) for c in store.customers()]
     for block in FileInvoiceSource(path, block_size).blocks():
         pipeline.process(block)
     end = export_frame(store, store.watermark()).set_index("customer_id")
@@ -92,6 +99,17 @@ def evaluate(
         f"hindsight: top {TOP_SHARE:.0%} by future revenue": top_share(future, TOP_SHARE),
     }
     captures = [capture(name, mask, future, future_net) for name, mask in selections.items()]
+    horizon = ((store.watermark() or 0) - cut_ts) / SECONDS_PER_DAY
+    expected = {
+        "Insiders": (
+            sum(expected_revenue(f, cut_ts, horizon) for f, inside in pace if inside),
+            float(future[insiders].sum()),
+        ),
+        "rest": (
+            sum(expected_revenue(f, cut_ts, horizon) for f, inside in pace if not inside),
+            float(future[~insiders].sum()),
+        ),
+    }
     groups = {"Insiders": future[insiders].to_numpy(), "rest": future[~insiders].to_numpy()}
     future_mean = {k: bootstrap(v, "mean", draws, seed) for k, v in groups.items()}
     future_median = {k: bootstrap(v, "median", draws, seed) for k, v in groups.items()}
@@ -125,6 +143,8 @@ def evaluate(
         insiders_end=int(end["insider"].sum()),
         batch_end=int(batch_end.sum()),
         stability=stability(events, window_start, members_at_window),
+        horizon_days=horizon,
+        expected=expected,
     )
 
 
@@ -156,6 +176,18 @@ def report(result: Evaluation) -> str:
     for group in ("Insiders", "rest"):
         lines.append(
             f"{group:<10} {result.future_mean[group]!s:>30} {result.future_median[group]!s:>30}"
+        )
+    lines += [
+        "",
+        f"expected revenue at the cut (each customer's own pace, over the "
+        f"{result.horizon_days:.0f} days after it) against what was spent, £",
+    ]
+    for group, (guess, actual) in result.expected.items():
+        lines.append(
+            f"{group:<10} expected {guess:>12,.0f}   spent {actual:>12,.0f}   "
+            f"({guess / actual - 1:+.0%})"
+            if actual
+            else f"{group:<10} expected {guess:>12,.0f}   spent 0"
         )
     lines += [
         "",

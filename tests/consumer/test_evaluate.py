@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pandas as pd
 import pytest
 
 from consumer.evaluate import evaluate, report
@@ -47,6 +48,22 @@ def test_net_of_returns_agrees_with_pandas(result):
     top = cut["revenue"].nlargest(round(0.12 * len(cut))).index
     expected = net[top].sum() / net.sum()
     assert by_name(result, "top 12%").future_net == pytest.approx(expected, abs=1e-9)
+
+
+def test_expected_revenue_is_the_own_pace_rule_and_near_what_was_spent(result):
+    lines = load_lines(DATA)
+    past = lines[lines["InvoiceDate"] <= "2011-09-08 23:59:59"]
+    cut, end = past["InvoiceDate"].max(), lines["InvoiceDate"].max()
+    features = spec_v1(past)
+    horizon = (end - cut) / pd.Timedelta(days=1)
+    assert result.horizon_days == pytest.approx(horizon)
+    tenure = (cut - features["first_purchase_at"]) / pd.Timedelta(days=1)
+    pace = features["revenue"] * horizon / tenure.clip(lower=30)
+    guess = result.expected["Insiders"][0] + result.expected["rest"][0]
+    assert guess == pytest.approx(pace.sum())
+    # The rule is rough (the last quarter is the busy season), but not far off.
+    for group, (expected, spent) in result.expected.items():
+        assert abs(expected / spent - 1) < 0.35, group
 
 
 def test_insiders_are_few_and_worth_more_than_the_batch_answer(result):
