@@ -148,14 +148,48 @@ class Stability:
         return self.flipped / self.insiders_in_window if self.insiders_in_window else 0.0
 
 
+def flaps(
+    events: Sequence[dict[str, object]],
+    start: datetime,
+    members_at_start: Iterable[str],
+    reentry_days: int = 30,
+) -> tuple[int, int]:
+    """(flipped, members): of the customers who were Insiders at some point since
+    ``start``, how many exited and re-entered within ``reentry_days``.
+
+    >>> events = [
+    ...     {"customer_id": "1", "type": "insider.exited", "at": "2011-03-01T00:00:00"},
+    ...     {"customer_id": "1", "type": "insider.entered", "at": "2011-03-20T00:00:00"},
+    ...     {"customer_id": "2", "type": "insider.exited", "at": "2011-03-01T00:00:00"},
+    ...     {"customer_id": "2", "type": "insider.entered", "at": "2011-05-01T00:00:00"},
+    ... ]
+    >>> flaps(events, datetime(2011, 2, 1), {"1", "2", "3"})
+    (1, 3)
+    """
+    members = set(members_at_start)
+    exits: dict[str, list[datetime]] = {}
+    flipped: set[str] = set()
+    limit = timedelta(days=reentry_days)
+    timed = [(datetime.fromisoformat(str(e["at"])), e) for e in events]
+    for at, e in sorted((t for t in timed if t[0] >= start), key=lambda t: t[0]):
+        customer = str(e["customer_id"])
+        if e["type"] == "insider.exited":
+            exits.setdefault(customer, []).append(at)
+            continue
+        members.add(customer)
+        if any(timedelta(0) < at - x <= limit for x in exits.get(customer, ())):
+            flipped.add(customer)
+    return len(flipped), len(members)
+
+
 def stability(
     events: Sequence[dict[str, object]],
     start: datetime,
     members_at_start: Iterable[str],
     reentry_days: int = 30,
 ) -> Stability:
-    """Of the customers who were Insiders at some point since ``start``, how many exited
-    and re-entered within ``reentry_days`` (a flap), and the weekly entry/exit counts."""
+    """Flaps since ``start`` (see :func:`flaps`) and the weekly entry/exit counts."""
+    flipped, members = flaps(events, start, members_at_start, reentry_days)
     frame = pd.DataFrame(
         {
             "customer_id": [e["customer_id"] for e in events],
@@ -164,16 +198,6 @@ def stability(
         }
     )
     window = frame[frame["at"] >= pd.Timestamp(start)]
-    members = set(members_at_start) | set(
-        window.loc[window["type"] == "insider.entered", "customer_id"]
-    )
-    flipped = 0
-    limit = timedelta(days=reentry_days)
-    for _, rows in window.sort_values("at").groupby("customer_id"):
-        exits = rows.loc[rows["type"] == "insider.exited", "at"].tolist()
-        entries = rows.loc[rows["type"] == "insider.entered", "at"].tolist()
-        if any(any(timedelta(0) < e - x <= limit for e in entries) for x in exits):
-            flipped += 1
     weekly = (
         window.assign(week=window["at"].dt.to_period("W-SUN").dt.start_time)
         .pivot_table(
@@ -184,4 +208,4 @@ def stability(
     for column in ("entries", "exits"):
         if column not in weekly:
             weekly[column] = 0
-    return Stability(len(members), flipped, weekly[["entries", "exits"]])
+    return Stability(members, flipped, weekly[["entries", "exits"]])

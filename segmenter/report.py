@@ -13,13 +13,14 @@ against what the Insiders really spent after the cut.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from segmenter.evaluation import Interval, bootstrap, members_at, stability
+from segmenter.evaluation import Interval, bootstrap, flaps, members_at
 from segmenter.events import EXITED
 from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, to_datetime, to_epoch
 from segmenter.model import INSIDER_SEGMENT
@@ -57,7 +58,13 @@ def tenure_days(features: CustomerFeatures, now_ts: int) -> float:
     first = features.first_purchase_at
     if first is None:
         return 0.0
-    return max((to_datetime(now_ts) - first) / timedelta(days=1), 0.0)
+    return max((_moment(now_ts) - first) / timedelta(days=1), 0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _moment(ts: int) -> datetime:
+    # A report asks for the same clock value thousands of times.
+    return to_datetime(ts)
 
 
 def expected_revenue(features: CustomerFeatures, now_ts: int, horizon: float) -> float:
@@ -178,7 +185,7 @@ def build_report(
         key = f"{e['type']}:{_reason_code(e)}"
         movement[key] = movement.get(key, 0) + 1
     window_start = to_datetime(now) - timedelta(days=90)
-    flapping = stability(events, window_start, members_at(events, window_start))
+    flapped = flaps(events, window_start, members_at(events, window_start))
     report = Report(
         as_of=now_ts,
         model_version=segmenter.model.version if segmenter is not None else 0,
@@ -201,7 +208,7 @@ def build_report(
         rules=rules,
         conditions=_conditions(rules, segmenter),
         movement=dict(sorted(movement.items())),
-        flaps=(flapping.flipped, flapping.insiders_in_window),
+        flaps=flapped,
     )
     report.evidence.extend(_evidence(report))
     report.actions.extend(_actions(customers, recent, rules, now))
