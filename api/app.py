@@ -17,9 +17,9 @@ from typing import Annotated
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
-from api import dashboard
+from api import dashboard, metrics
 from api.report import live_report, report_body
 from api.schemas import (
     CustomerStatus,
@@ -250,6 +250,23 @@ def create_app(
     def show_dashboard(store: Store, now: Now) -> HTMLResponse:
         body = report_body(live_report(store, now, current_segmenter(store)))
         return HTMLResponse(dashboard.render(body))
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        summary="Counts for Prometheus: customers, Insiders, events, ignored lines",
+    )
+    def show_metrics(store: Store) -> PlainTextResponse:
+        segmenter = current_segmenter(store)
+        text = metrics.exposition(
+            customers=store.customer_count(),
+            insiders=store.insiders(0, 0)[1],
+            model_version=segmenter.model.version if segmenter is not None else 0,
+            watermark=store.watermark(),
+            events=store.event_counts(),
+            ignored=store.ignored_counts(),
+        )
+        return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz(store: Store) -> Health | JSONResponse:
