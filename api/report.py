@@ -96,3 +96,81 @@ def report_body(report: Report) -> schemas.Report:
             for a in report.actions
         ],
     )
+
+
+def as_markdown(body: schemas.Report) -> str:
+    """The report as a Markdown document, for a backfill's output or an e-mail."""
+
+    def money(value: float | None) -> str:
+        return "-" if value is None else f"£{value:,.0f}"
+
+    def figure(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        if unit == "£":
+            return money(value)
+        return f"{value:,.0f}" if value == round(value) or unit == "days" else f"{value:,.2f}"
+
+    as_of = body.as_of.strftime("%Y-%m-%d %H:%M") if body.as_of else "no data yet"
+    mean_in, mean_rest = body.mean_revenue["Insiders"], body.mean_revenue["rest"]
+    out = [
+        f"# Insiders report, as of {as_of}",
+        "",
+        f"Model version {body.model_version}.",
+        "",
+        "## How many, and their share",
+        "",
+        f"- **{body.insiders:,} Insiders**: {body.customer_share:.1%} of {body.customers:,} "
+        "customers.",
+        f"- They hold **{body.revenue_share:.1%}** of the revenue so far ({money(body.revenue)}).",
+        f"- Expected revenue over the next {body.horizon_days} days, at each customer's own pace: "
+        f"{money(body.expected_revenue.get('Insiders'))} from the Insiders, "
+        f"{money(body.expected_revenue.get('rest'))} from the rest.",
+        "",
+        "## Who (the most valuable)",
+        "",
+        "| customer | revenue |",
+        "| --- | ---: |",
+        *(f"| {c.customer_id} | {money(c.revenue)} |" for c in body.top_insiders),
+        "",
+        "## What characterises them (medians)",
+        "",
+        "| | Insiders | the rest |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {t.label} | {figure(t.insiders, t.unit)} | {figure(t.rest, t.unit)} |"
+            for t in body.traits
+        ),
+        "",
+        f"Mean revenue per customer: {money(mean_in.estimate)} [{money(mean_in.low)}, "
+        f"{money(mean_in.high)}] for Insiders, {money(mean_rest.estimate)} "
+        f"[{money(mean_rest.low)}, {money(mean_rest.high)}] for the rest (95% bootstrap).",
+        "",
+        "## Segments (1 is the Insiders' segment)",
+        "",
+        "| segment | customers | Insiders | share of customers | share of revenue |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {s.segment if s.segment is not None else 'not yet assessed'} | {s.customers:,} "
+            f"| {s.insiders:,} | {s.customer_share:.1%} | {s.revenue_share:.1%} |"
+            for s in body.segments
+        ),
+        "",
+        "## Entry and exit conditions",
+        "",
+        *(f"- {c}" for c in body.conditions),
+        "",
+        "## Evidence",
+        "",
+        *(f"- {'holds' if e.holds else 'does NOT hold'}: {e.claim}" for e in body.evidence),
+        "",
+        "## Actions",
+        "",
+        *(
+            f"- **{a.title}** ({a.count:,}): {a.why}."
+            + (f" {', '.join(a.customer_ids)}" if a.customer_ids else "")
+            + (" …" if a.count > len(a.customer_ids) else "")
+            for a in body.actions
+        ),
+    ]
+    return "\n".join(out) + "\n"

@@ -255,7 +255,22 @@ def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         frame = export_frame(store, store.watermark())
         write_export(frame, out, fmt)
         print(f"wrote {len(frame):,} customers to {out}")
+    if args.report:
+        write_report(store, Path(args.report))
     return 0
+
+
+def write_report(store: Any, out: Path) -> None:
+    from api.app import current_segmenter
+    from api.report import as_markdown, live_report, report_body
+
+    now = store.watermark()
+    text = as_markdown(report_body(live_report(store, now, current_segmenter(store))))
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InsidersError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote the report to {out}")
 
 
 def _port_free(host: str, port: int) -> None:
@@ -453,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="run a file through the pipeline in-process (no servers)")
     p.add_argument("path", help=".csv or .csv.gz of invoice lines")
     p.add_argument("--export", metavar="OUT", help="write the export (.csv or .parquet) here")
+    p.add_argument("--report", metavar="OUT.md", help="write the business report (Markdown) here")
     p.add_argument("--until", type=_date, help="stop at this event time, e.g. 2011-09-08")
     p.add_argument(
         "--snapshot", metavar="FILE", help="load state from FILE if present; save on exit"

@@ -129,3 +129,32 @@ def test_snapshot_continues_where_it_stopped(tmp_path):
     assert done.returncode == 0, done.stderr
     features = ["customer_id", "revenue", "invoices", "lines", "units", "last_purchase_at"]
     pd.testing.assert_frame_equal(pd.read_csv(first)[features], pd.read_csv(whole)[features])
+
+
+def test_replay_writes_the_business_report(tmp_path):
+    import pandas as pd
+
+    from tests.conftest import SAMPLE
+
+    report, export = tmp_path / "report.md", tmp_path / "out.csv"
+    done = insiders("replay", str(SAMPLE), "--report", str(report), "--export", str(export))
+    assert done.returncode == 0, done.stderr
+    text = report.read_text(encoding="utf-8")
+    frame = pd.read_csv(export, dtype={"customer_id": str})
+    insiders_only = frame[frame["insider"]]
+    share = insiders_only["revenue"].sum() / frame["revenue"].sum()
+    assert f"**{len(insiders_only):,} Insiders**" in text
+    assert f"of {len(frame):,} customers" in text and f"**{share:.1%}**" in text
+    top = insiders_only.nlargest(3, "revenue")["customer_id"]
+    assert all(f"| {cid} |" in text for cid in top)
+    for heading in ("Entry and exit conditions", "Evidence", "Actions"):
+        assert f"## {heading}" in text
+
+
+def test_unwritable_report_is_one_line(tmp_path):
+    from tests.conftest import SAMPLE
+
+    done = insiders("replay", str(SAMPLE), "--report", str(tmp_path / "no" / "r.md"))
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("insiders: error: cannot write")
+    assert "Traceback" not in done.stderr
