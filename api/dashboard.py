@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
+from api.report import figure, money
 from api.schemas import Report
 
 REFRESH_SECONDS = 30
@@ -29,22 +30,6 @@ td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 .c { background: #8aa4d6; } .r { background: #1f4e9c; }
 a { color: #1f4e9c; }
 """
-
-
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"£{value:,.0f}"
-
-
-def _num(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if unit == "£":
-        return _money(value)
-    if value == round(value) or abs(value) >= 100 or unit == "days":
-        text = f"{value:,.0f}"
-    else:
-        text = f"{value:,.2f}"
-    return f"{text} {unit}".strip() if unit not in ("", "£") else text
 
 
 def _customer(cid: str) -> str:
@@ -76,31 +61,31 @@ def render(report: Report) -> str:
         f"<div class='card'>How many<b>{report.insiders:,}</b>"
         f"{report.customer_share:.1%} of {report.customers:,} customers</div>",
         f"<div class='card'>Share of revenue<b>{report.revenue_share:.1%}</b>"
-        f"of {_money(report.revenue)} so far</div>",
+        f"of {money(report.revenue)} so far</div>",
         f"<div class='card'>Expected revenue, next {report.horizon_days} days"
-        f"<b>{_money(expected.get('Insiders'))}</b>"
-        f"the rest: {_money(expected.get('rest'))}</div>",
+        f"<b>{money(expected.get('Insiders'))}</b>"
+        f"the rest: {money(expected.get('rest'))}</div>",
         f"<div class='card'>Last 30 days<b>+{moves_in} / −{moves_out}</b>entries / exits</div>",
         "</div>",
         "<h2>Who</h2>",
         "<p>The most valuable Insiders (all of them: <a href='/insiders'>/insiders</a>).</p>",
         "<table><tr><th>customer</th><th class='n'>revenue</th></tr>",
         *(
-            f"<tr><td>{_customer(c.customer_id)}</td><td class='n'>{_money(c.revenue)}</td></tr>"
+            f"<tr><td>{_customer(c.customer_id)}</td><td class='n'>{money(c.revenue)}</td></tr>"
             for c in report.top_insiders
         ),
         "</table>",
         "<h2>What characterises them</h2>",
         "<table><tr><th>median</th><th class='n'>Insiders</th><th class='n'>the rest</th></tr>",
         *(
-            f"<tr><td>{escape(t.label)}</td><td class='n'>{_num(t.insiders, t.unit)}</td>"
-            f"<td class='n'>{_num(t.rest, t.unit)}</td></tr>"
+            f"<tr><td>{escape(t.label)}</td><td class='n'>{figure(t.insiders, t.unit)}</td>"
+            f"<td class='n'>{figure(t.rest, t.unit)}</td></tr>"
             for t in report.traits
         ),
         "</table>",
-        f"<p>Mean revenue per customer: {_money(mean_in.estimate)} "
-        f"[{_money(mean_in.low)}, {_money(mean_in.high)}] for Insiders, "
-        f"{_money(mean_rest.estimate)} [{_money(mean_rest.low)}, {_money(mean_rest.high)}] "
+        f"<p>Mean revenue per customer: {money(mean_in.estimate)} "
+        f"[{money(mean_in.low)}, {money(mean_in.high)}] for Insiders, "
+        f"{money(mean_rest.estimate)} [{money(mean_rest.low)}, {money(mean_rest.high)}] "
         "for the rest (95% bootstrap intervals).</p>",
         "<h2>Segments</h2>",
         "<p>Segments are ranked by value; segment 1 is the Insiders' segment. Pale bar: share "
@@ -113,8 +98,8 @@ def render(report: Report) -> str:
             f"<td class='n'>{s.customers:,}</td><td class='n'>{s.insiders:,}</td>"
             f"<td>{_bar(s.customer_share, 'c')} {s.customer_share:.1%}<br>"
             f"{_bar(s.revenue_share, 'r')} {s.revenue_share:.1%}</td>"
-            f"<td class='n'>{_money(s.median_revenue)}</td>"
-            f"<td class='n'>{_money(s.expected_revenue)}</td></tr>"
+            f"<td class='n'>{money(s.median_revenue)}</td>"
+            f"<td class='n'>{money(s.expected_revenue)}</td></tr>"
             for s in report.segments
         ),
         "</table>",

@@ -98,19 +98,28 @@ def report_body(report: Report) -> schemas.Report:
     )
 
 
+def money(value: float | None) -> str:
+    """Whole pounds, for people; "-" when undefined."""
+    return "-" if value is None else f"£{value:,.0f}"
+
+
+def figure(value: float | None, unit: str = "") -> str:
+    """A trait's value for people: pounds, whole days and counts, else two decimals.
+
+    >>> figure(3679.2, "£"), figure(22.97, "days"), figure(8.0), figure(0.904), figure(None)
+    ('£3,679', '23 days', '8', '0.90', '-')
+    """
+    if value is None:
+        return "-"
+    if unit == "£":
+        return money(value)
+    whole = value == round(value) or abs(value) >= 100 or unit == "days"
+    text = f"{value:,.0f}" if whole else f"{value:,.2f}"
+    return f"{text} {unit}" if unit else text
+
+
 def as_markdown(body: schemas.Report) -> str:
     """The report as a Markdown document, for a backfill's output or an e-mail."""
-
-    def money(value: float | None) -> str:
-        return "-" if value is None else f"£{value:,.0f}"
-
-    def figure(value: float | None, unit: str) -> str:
-        if value is None:
-            return "-"
-        if unit == "£":
-            return money(value)
-        return f"{value:,.0f}" if value == round(value) or unit == "days" else f"{value:,.2f}"
-
     as_of = body.as_of.strftime("%Y-%m-%d %H:%M") if body.as_of else "no data yet"
     mean_in, mean_rest = body.mean_revenue["Insiders"], body.mean_revenue["rest"]
     out = [
