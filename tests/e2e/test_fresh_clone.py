@@ -114,6 +114,10 @@ def test_readme_first_command_on_a_fresh_clone(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:8000/customers/{customer}", timeout=10) as r:
             body = orjson.loads(r.read())
         assert body["customer_id"] == customer and "insider" in body
+        # The README promises the dashboard at /dashboard.
+        with urllib.request.urlopen("http://127.0.0.1:8000/dashboard", timeout=30) as r:
+            page = r.read().decode()
+        assert r.status == 200 and "<h1>Insiders</h1>" in page and "of 377 customers" in page
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=60) == 0, lines.rest(5)
         rest = lines.rest(5)
