@@ -109,7 +109,10 @@ def cell(values: list[float], fmt: str) -> str:
 
 
 def main() -> None:
-    print(f"{'variant':<52} {'customers':>20} {'future revenue':>20} {'flaps':>18}  Jaccard  silh.")
+    print(
+        f"{'variant':<52} {'customers':>20} {'future revenue':>20} {'flaps':>18}  Jaccard  silh."
+        "  smallest segment"
+    )
     for name, make_model, rules in VARIANTS:
         started = time.perf_counter()
         results = [run(make_model, rules, seed) for seed in ARGS.seeds]
@@ -118,9 +121,17 @@ def main() -> None:
         flaps = [r.stability.flip_rate * 100 for r in results]
         jaccard = statistics.median(r.jaccard_end for r in results)
         silhouette = statistics.median(r.silhouette_own for r in results)
+        # Dead clusters: the share of assessed customers in the smallest segment.
+        smallest = [
+            100 * min(r.segments_at_cut.values()) / sum(r.segments_at_cut.values())
+            if len(r.segments_at_cut) == SegmentModel().n_segments
+            else 0.0  # a segment that won nobody
+            for r in results
+        ]
         print(
             f"{name:<52} {cell(customers, '.1f'):>20} {cell(future, '.1f'):>20} "
-            f"{cell(flaps, '.1f'):>18}  {jaccard:7.2f}  {silhouette:5.2f}",
+            f"{cell(flaps, '.1f'):>18}  {jaccard:7.2f}  {silhouette:5.2f}  "
+            f"{cell(smallest, '.1f')}",
             flush=True,
         )
         print(f"  ({time.perf_counter() - started:.0f}s)", file=sys.stderr)

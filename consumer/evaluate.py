@@ -45,6 +45,9 @@ class Evaluation:
     cut: datetime
     customers_at_cut: int
     insiders_at_cut: int
+    # Customers per segment rank at the cut (the model's assessed customers only): a
+    # segment that wins almost nobody is a dead cluster.
+    segments_at_cut: dict[int, int]
     captures: list[Capture]
     future_mean: dict[str, Interval]
     future_median: dict[str, Interval]
@@ -131,6 +134,7 @@ def evaluate(
         cut=cut,
         customers_at_cut=len(at_cut),
         insiders_at_cut=len(members_at_cut),
+        segments_at_cut=_segment_counts(at_cut["segment"]),
         captures=captures,
         future_mean=future_mean,
         future_median=future_median,
@@ -148,11 +152,18 @@ def evaluate(
     )
 
 
+def _segment_counts(segments: pd.Series) -> dict[int, int]:
+    counts = segments.dropna().astype(int).value_counts().sort_index()
+    return {int(rank): int(count) for rank, count in zip(counts.index, counts, strict=True)}
+
+
 def report(result: Evaluation) -> str:
     lines = [
         f"Out-of-time value: Insiders on {result.cut:%Y-%m-%d}, revenue after it",
         f"({result.customers_at_cut:,} customers known at the cut, "
-        f"{result.insiders_at_cut:,} Insiders)",
+        f"{result.insiders_at_cut:,} Insiders; customers per segment: "
+        + ", ".join(f"{k}: {v:,}" for k, v in result.segments_at_cut.items())
+        + ")",
         "",
         f"{'selection':<38} {'customers':>9} {'future revenue':>15} {'net of returns':>15}",
     ]
