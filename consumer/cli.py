@@ -432,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     connection_flags(p)
     p.set_defaults(func=cmd_consume)
 
-    p = sub.add_parser("api", help="serve the HTTP API (status, Insiders, events, docs)")
+    p = sub.add_parser(
+        "api", help="serve the HTTP API (status, Insiders, events, report, dashboard, docs)"
+    )
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     connection_flags(p, kafka=False)
@@ -445,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "demo", help="replay a file in-process, then serve the API: a first look, no servers"
+        "demo",
+        help="replay a file in-process, then serve the API and dashboard: a first look, no servers",
     )
     p.add_argument("--data", help="a file `publish` reads (default: the shipped sample)")
     p.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
