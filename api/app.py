@@ -41,6 +41,9 @@ from segmenter.features import features_of, to_datetime
 from segmenter.segmentation import Segmenter
 
 CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
+# Event cursors: a position in the in-memory outbox ("42") or a Redis stream id ("1700-0");
+# empty means from the start.
+CURSOR_PATTERN = r"^([0-9]{1,20}(-[0-9]{1,20})?)?$"
 
 NowFn = Callable[[FeatureStore], int | None]
 
@@ -188,7 +191,7 @@ def create_app(
     def list_events(
         store: Store,
         after: Annotated[
-            str | None, Query(max_length=64, description="cursor to read after")
+            str | None, Query(pattern=CURSOR_PATTERN, description="cursor to read after")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> EventPage:
@@ -205,9 +208,9 @@ def create_app(
         request: Request,
         store: Store,
         after: Annotated[
-            str | None, Query(max_length=64, description="cursor to start after")
+            str | None, Query(pattern=CURSOR_PATTERN, description="cursor to start after")
         ] = None,
-        last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+        last_event_id: Annotated[str | None, Header(pattern=CURSOR_PATTERN)] = None,
     ) -> StreamingResponse:
         """Every event after the cursor, then new ones as they come. Each carries its
         cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`."""

@@ -41,6 +41,20 @@ def test_malformed_customer_id_is_a_422(client, route, bad):
     assert client.get(route.format(bad)).status_code == 422
 
 
+@pytest.mark.parametrize("bad", ["abc", "1-2-3", "-1", "9" * 21, "1 "])
+def test_malformed_event_cursor_is_a_422_naming_it(client, bad):
+    """Both stores: a cursor neither of them could have issued is the client's error."""
+    for request in (
+        {"url": "/events", "params": {"after": bad}},
+        {"url": "/events/stream", "params": {"after": bad}},
+        {"url": "/events/stream", "headers": {"Last-Event-ID": bad}},
+    ):
+        response = client.get(**request)
+        assert response.status_code == 422, (request, response.text)
+        assert response.json()["detail"][0]["loc"][-1] in ("after", "last-event-id")
+    assert client.get("/events", params={"after": ""}).json() == client.get("/events").json()
+
+
 def test_insiders_are_paged_without_gaps_or_repeats(client, store):
     want = {c.customer_id for c in store.customers() if c.status.insider}
     seen: list[str] = []
