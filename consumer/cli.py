@@ -256,15 +256,23 @@ def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         write_export(frame, out, fmt)
         print(f"wrote {len(frame):,} customers to {out}")
     if args.report:
-        write_report(store, Path(args.report))
+        write_report(store, Path(args.report), store.watermark())
     return 0
 
 
-def write_report(store: Any, out: Path) -> None:
+def cmd_report(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.redis_store import RedisFeatureStore
+
+    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
+    now = store.watermark() if settings.clock == "event" else int(time.time())
+    write_report(store, Path(args.out), now)
+    return 0
+
+
+def write_report(store: Any, out: Path, now: int | None) -> None:
     from api.app import current_segmenter
     from api.report import as_markdown, live_report, report_body
 
-    now = store.watermark()
     text = as_markdown(report_body(live_report(store, now, current_segmenter(store))))
     try:
         out.write_text(text, encoding="utf-8")
@@ -445,6 +453,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     connection_flags(p, kafka=False)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write the business report (Markdown) from Redis")
+    p.add_argument(
+        "--out", default="insiders-report.md", help="output path (default insiders-report.md)"
+    )
+    connection_flags(p, kafka=False)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "demo",

@@ -59,3 +59,26 @@ def test_export_from_redis(redis_store, redis_prefix, tmp_path, fmt):
     exported = {cid: None if pd.isna(v) else int(v) for cid, v in frame["segment"].items()}
     assert exported == statuses
     assert f"wrote {len(reference):,} customers" in done.stdout
+
+
+def test_report_from_redis(redis_store, redis_prefix, tmp_path):
+    """`insiders report` writes the live service's business report from Redis."""
+    pipeline = Pipeline(redis_store, MemoryEventSink(), SegmentModel())
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    out = tmp_path / "report.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "consumer.cli", "report", "--out", str(out)],
+        env={**os.environ, "INSIDERS_REDIS_URL": REDIS_URL, "INSIDERS_REDIS_PREFIX": redis_prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text(encoding="utf-8")
+    reference = spec_v1(load_lines(SAMPLE))
+    insiders = {c.customer_id for c in redis_store.customers() if c.status.insider}
+    share = reference.loc[sorted(insiders), "revenue"].sum() / reference["revenue"].sum()
+    assert f"**{len(insiders):,} Insiders**" in text
+    assert f"of {len(reference):,} customers" in text and f"**{share:.1%}**" in text
+    assert f"as of {reference['last_purchase_at'].max():%Y-%m-%d %H:%M}" in text
