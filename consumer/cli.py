@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from consumer.ports import EventSink, FeatureStore, SourceRecord
@@ -392,7 +393,13 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     store = RedisFeatureStore.from_url(api_settings.redis_url, api_settings.redis_prefix)
     host, port = args.host or api_settings.host, args.port or api_settings.port
     _port_free(host, port)
-    serve(create_app(store, clock=api_settings.clock), host, port, log_level="info")
+    app = create_app(
+        store,
+        clock=api_settings.clock,
+        stream_poll=api_settings.stream_poll,
+        keepalive=api_settings.stream_keepalive,
+    )
+    serve(app, host, port, log_level="info")
     return 0
 
 
@@ -508,6 +515,13 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     return ConsumerSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def setting_error(error: ValidationError) -> str:
+    """A bad ``INSIDERS_*`` value in one line: the variable, its value and what is wrong."""
+    first = error.errors()[0]
+    name = "INSIDERS_" + "_".join(str(part) for part in first["loc"]).upper()
+    return f"setting {name}={first.get('input')!r}: {first['msg']}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -518,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         return int(args.func(args, settings_from(args)))
+    except ValidationError as error:
+        print(f"insiders: error: {setting_error(error)}", file=sys.stderr)
+        return 2
     except InsidersError as error:
         print(f"insiders: error: {error}", file=sys.stderr)
         return 2

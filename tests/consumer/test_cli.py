@@ -158,3 +158,22 @@ def test_unwritable_report_is_one_line(tmp_path):
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1].startswith("insiders: error: cannot write")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "says"),
+    [
+        (("replay", "missing.csv"), "INSIDERS_BLOCK_SIZE", "abc", "valid integer"),
+        (("export",), "INSIDERS_CLOCK", "moon", "'event' or 'wall'"),
+        (("api",), "INSIDERS_STREAM_POLL", "0", "greater than 0"),
+    ],
+)
+def test_bad_setting_is_one_line_naming_variable_and_value(command, variable, value, says):
+    import os
+
+    done = insiders(*command, env={**os.environ, variable: value})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"insiders: error: setting {variable}={value!r}: ")
+    assert says in lines[0]
