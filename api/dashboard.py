@@ -36,6 +36,10 @@ def _customer(cid: str) -> str:
     return f'<a href="/customers/{escape(cid)}">{escape(cid)}</a>'
 
 
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
 def _bar(share: float, css: str) -> str:
     width = max(share * 20, 0.05)  # 20rem for 100%
     return f'<span class="bar {css}" style="width:{width:.2f}rem"></span>'
@@ -47,6 +51,7 @@ def render(report: Report) -> str:
     moves_in = sum(v for k, v in report.movement.items() if k.startswith("insider.entered"))
     moves_out = sum(v for k, v in report.movement.items() if k.startswith("insider.exited"))
     mean_in, mean_rest = report.mean_revenue["Insiders"], report.mean_revenue["rest"]
+    peak = max((w.insiders for w in report.weeks), default=0)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>",
@@ -87,6 +92,16 @@ def render(report: Report) -> str:
         f"[{money(mean_in.low)}, {money(mean_in.high)}] for Insiders, "
         f"{money(mean_rest.estimate)} [{money(mean_rest.low)}, {money(mean_rest.high)}] "
         "for the rest (95% bootstrap intervals).</p>",
+        "<h2>Membership, week by week</h2>",
+        "<table><tr><th>week of</th><th class='n'>entries</th><th class='n'>exits</th>"
+        "<th>Insiders at the end</th></tr>",
+        *(
+            f"<tr><td>{w.start:%Y-%m-%d}</td><td class='n'>+{w.entries:,}</td>"
+            f"<td class='n'>−{w.exits:,}</td><td>{_bar(_ratio(w.insiders, peak), 'r')} "
+            f"{w.insiders:,}</td></tr>"
+            for w in report.weeks
+        ),
+        "</table>",
         "<h2>Segments</h2>",
         "<p>Segments are ranked by value; segment 1 is the Insiders' segment. Pale bar: share "
         "of customers; dark bar: share of revenue.</p>",

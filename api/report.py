@@ -84,6 +84,7 @@ def report_body(report: Report) -> schemas.Report:
         policy=dataclasses.asdict(report.rules) if report.rules is not None else {},
         movement=report.movement,
         flaps={"insiders": report.flaps[1], "came_back_within_30_days": report.flaps[0]},
+        weeks=[schemas.WeekRow(**dataclasses.asdict(w)) for w in report.weeks],
         evidence=[schemas.EvidenceItem(claim=e.claim, holds=e.holds) for e in report.evidence],
         actions=[
             schemas.ActionItem(
@@ -154,6 +155,15 @@ def as_markdown(body: schemas.Report) -> str:
         f"Mean revenue per customer: {money(mean_in.estimate)} [{money(mean_in.low)}, "
         f"{money(mean_in.high)}] for Insiders, {money(mean_rest.estimate)} "
         f"[{money(mean_rest.low)}, {money(mean_rest.high)}] for the rest (95% bootstrap).",
+        "",
+        "## Membership, week by week",
+        "",
+        "| week of | entries | exits | Insiders at the end |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| {w.start:%Y-%m-%d} | {w.entries:,} | {w.exits:,} | {w.insiders:,} |"
+            for w in body.weeks
+        ),
         "",
         "## Segments (1 is the Insiders' segment)",
         "",

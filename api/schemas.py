@@ -137,6 +137,13 @@ class ActionItem(BaseModel):
     customer_ids: list[str] = Field(description="the most valuable first, at most 20")
 
 
+class WeekRow(BaseModel):
+    start: datetime = Field(description="Monday 00:00, event time")
+    entries: int
+    exits: int
+    insiders: int = Field(description="Insiders at the week's end")
+
+
 class TopCustomer(BaseModel):
     customer_id: str
     revenue: float
@@ -163,5 +170,6 @@ class Report(BaseModel):
     policy: dict[str, float]
     movement: dict[str, int] = Field(description="events of the last 30 days by type:reason")
     flaps: dict[str, int] = Field(description="last 90 days: Insiders, left and back within 30")
+    weeks: list[WeekRow] = Field(description="the last 12 weeks of membership, oldest first")
     evidence: list[EvidenceItem]
     actions: list[ActionItem]

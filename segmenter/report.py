@@ -28,6 +28,7 @@ from segmenter.policy import InsiderStatus, PolicySettings, overdue
 from segmenter.segmentation import Segmenter
 
 HORIZON_DAYS = 90
+WEEKS = 12  # of membership history on the report
 RECENT_DAYS = 30  # "recent" entries and exits, and the warning time before a lapse
 NEW_DAYS = 7
 SAMPLE = 20  # customer ids listed per action; the counts are complete
@@ -112,6 +113,16 @@ class SegmentSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Week:
+    """One week of membership: Monday 00:00, entries, exits, Insiders at its end."""
+
+    start: datetime
+    entries: int
+    exits: int
+    insiders: int
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     claim: str
     holds: bool
@@ -147,6 +158,7 @@ class Report:
     conditions: list[str]  # entry and exit conditions in words
     movement: dict[str, int]  # "<type>:<reason>" over the last RECENT_DAYS days
     flaps: tuple[int, int]  # (exited and re-entered within 30 days, Insiders) last 90 days
+    weeks: list[Week]  # the last WEEKS weeks, oldest first, the current one included
     evidence: list[Evidence] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
 
@@ -209,10 +221,51 @@ def build_report(
         conditions=_conditions(rules, segmenter),
         movement=dict(sorted(movement.items())),
         flaps=flapped,
+        weeks=weekly(events, now),
     )
     report.evidence.extend(_evidence(report))
     report.actions.extend(_actions(customers, recent, rules, now))
     return report
+
+
+def weekly(events: Sequence[dict[str, object]], now_ts: int, weeks: int = WEEKS) -> list[Week]:
+    """Entries, exits and the Insider count at each week's end, for the last ``weeks``
+    weeks up to ``now_ts`` (weeks start on Monday), replayed from the events.
+
+    >>> events = [
+    ...     {"customer_id": "1", "type": "insider.entered", "at": "2011-01-04T10:00:00"},
+    ...     {"customer_id": "2", "type": "insider.entered", "at": "2011-01-12T10:00:00"},
+    ...     {"customer_id": "1", "type": "insider.exited", "at": "2011-01-13T10:00:00"},
+    ... ]
+    >>> now = to_epoch(datetime(2011, 1, 14))
+    >>> [(w.start.day, w.entries, w.exits, w.insiders) for w in weekly(events, now, 3)]
+    [(27, 0, 0, 0), (3, 1, 0, 1), (10, 1, 1, 1)]
+    """
+    moment = to_datetime(now_ts)
+    this_monday = datetime(moment.year, moment.month, moment.day) - timedelta(days=moment.weekday())
+    starts = [this_monday - timedelta(weeks=weeks - 1 - i) for i in range(weeks)]
+    entries, exits, insiders = [0] * weeks, [0] * weeks, [0] * weeks
+    members: set[str] = set()
+    week = -1  # index of the week the replay is in; -1 before the first
+    for event in sorted(events, key=lambda e: str(e["at"])):
+        at = datetime.fromisoformat(str(event["at"]))
+        while week + 1 < weeks and at >= starts[week + 1]:
+            if week >= 0:
+                insiders[week] = len(members)
+            week += 1
+        if at > moment:
+            break
+        customer = str(event["customer_id"])
+        entered = event["type"] != EXITED
+        if entered:
+            members.add(customer)
+        else:
+            members.discard(customer)
+        if week >= 0:
+            (entries if entered else exits)[week] += 1
+    for rest in range(max(week, 0), weeks):
+        insiders[rest] = len(members)
+    return [Week(*row) for row in zip(starts, entries, exits, insiders, strict=True)]
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -68,6 +68,9 @@ def test_dashboard_is_one_page_showing_the_report(client):
         assert action["title"] in page
     for customer in body["top_insiders"]:
         assert f'href="/customers/{customer["customer_id"]}"' in page
+    assert len(body["weeks"]) == 12
+    for week in body["weeks"]:
+        assert f"<td>{week['start'][:10]}</td>" in page
     # Self-contained: nothing is fetched from elsewhere.
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
@@ -94,6 +97,7 @@ def test_dashboard_escapes_what_it_shows():
         policy={},
         movement={},
         flaps={},
+        weeks=[],
         evidence=[],
         actions=[],
     )

@@ -14,7 +14,7 @@ from consumer.pipeline import Pipeline
 from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of, to_datetime
 from segmenter.model import SegmentModel
 from segmenter.policy import InsiderStatus
-from segmenter.report import Row, build_report
+from segmenter.report import Row, build_report, weekly
 from segmenter.segmentation import Segmenter
 from tests.conftest import SAMPLE
 from tests.reference import load_lines, spec_v1
@@ -150,3 +150,32 @@ def test_the_sample_report_agrees_with_pandas():
     # The sample's Insiders hold far more than their share, beyond sampling noise.
     assert all(e.holds for e in report.evidence[:2])
     assert to_datetime(now) == lines["InvoiceDate"].max()
+
+
+def test_weekly_membership_agrees_with_pandas():
+    store = MemoryFeatureStore()
+    pipeline = Pipeline(store, MemoryEventSink(), SegmentModel())
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    now = store.watermark()
+    events = store.events(None, 10**6).events
+    weeks = weekly(events, now)
+
+    frame = pd.DataFrame(events)
+    frame["at"] = pd.to_datetime(frame["at"])
+    frame["week"] = frame["at"].dt.to_period("W-SUN").dt.start_time
+    frame["change"] = frame["type"].map({"insider.entered": 1, "insider.exited": -1})
+    counts = frame.pivot_table(index="week", columns="type", values="change", aggfunc="count")
+    members = frame.groupby("week")["change"].sum().cumsum()
+    this_week = pd.Timestamp(to_datetime(now)).to_period("W-SUN").start_time
+    assert len(weeks) == 12 and weeks[-1].start == this_week
+    for week in weeks:
+        start = pd.Timestamp(week.start)
+        row = counts.reindex([start]).fillna(0).iloc[0]
+        assert (week.entries, week.exits) == (
+            row.get("insider.entered", 0),
+            row.get("insider.exited", 0),
+        )
+        assert week.insiders == members[members.index <= start].iloc[-1]
+    assert sum(w.entries for w in weeks) > 0
+    assert weeks[-1].insiders == sum(c.status.insider for c in store.customers())
