@@ -415,15 +415,21 @@ def _actions(
                 at_risk,
             )
         )
+    # A segment is as of the customer's last assessment: someone who stopped buying long
+    # ago is not "nearly in", whatever their segment said then.
+    lapse = rules.lapse_days if rules is not None else float("inf")
     actions.append(
         action(
             "nearly",
             "Nurture those nearly in",
-            f"in segment {INSIDER_SEGMENT} but not yet far enough inside its edge to enter",
+            f"in segment {INSIDER_SEGMENT} and buying, but not yet far enough inside its edge "
+            "to enter",
             [
                 r.customer_id
                 for r in by_value
-                if not r.status.insider and r.status.segment == INSIDER_SEGMENT
+                if not r.status.insider
+                and r.status.segment == INSIDER_SEGMENT
+                and (r.features.recency_days or 0.0) <= lapse
             ],
         )
     )

@@ -94,6 +94,8 @@ def test_shares_and_expected_revenue_worked_by_hand(rows, segmenter):
 
 def test_actions_name_the_customers_to_act_on(rows, segmenter):
     events = [event("gone", "exited", 390, "lapsed")]
+    # Segment 1 when last assessed, but no purchase for 200 days: not "nearly in".
+    rows = [*rows, row("stale", 800, 3, 50, 200, segment=1)]
     actions = {a.key: a for a in build_report(rows, NOW, segmenter, events).actions}
     assert actions["welcome"].customer_ids == ("new",)
     # 100 days without a purchase: within 30 days of the 120-day lapse limit.
