@@ -23,7 +23,7 @@ import numpy as np
 from segmenter.evaluation import Interval, bootstrap, flaps, members_at
 from segmenter.events import EXITED
 from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, to_datetime, to_epoch
-from segmenter.model import INSIDER_SEGMENT
+from segmenter.model import INSIDER_SEGMENT, model_input
 from segmenter.policy import InsiderStatus, PolicySettings, overdue
 from segmenter.segmentation import Segmenter
 
@@ -175,6 +175,7 @@ def build_report(
     """The whole report from the customers with a purchase, their events and the model."""
     customers = [r for r in rows if r.features.invoices > 0]
     now = now_ts if now_ts is not None else 0
+    segment_of = current_segments(customers, segmenter)
     insiders = [r for r in customers if r.status.insider]
     rest = [r for r in customers if not r.status.insider]
     total_revenue = sum(r.features.revenue for r in customers)
@@ -215,7 +216,7 @@ def build_report(
             for r in sorted(insiders, key=lambda r: -r.features.revenue)[:10]
         ],
         traits=_traits(insiders, rest, now),
-        segments=_segments(customers, total_revenue, now, horizon_days),
+        segments=_segments(customers, segment_of, total_revenue, now, horizon_days),
         insider_centre=segmenter.model.typical() if segmenter is not None else {},
         rules=rules,
         conditions=_conditions(rules, segmenter),
@@ -224,7 +225,7 @@ def build_report(
         weeks=weekly(events, now),
     )
     report.evidence.extend(_evidence(report))
-    report.actions.extend(_actions(customers, recent, rules, now))
+    report.actions.extend(_actions(customers, segment_of, recent, rules, now))
     return report
 
 
@@ -300,12 +301,29 @@ def _traits(insiders: list[Row], rest: list[Row], now: int) -> list[Trait]:
     ]
 
 
+def current_segments(customers: list[Row], segmenter: Segmenter | None) -> dict[str, int | None]:
+    """Each customer's segment under the current model and features.
+
+    A stored status keeps the segment of the customer's last assessment, which happens
+    when they buy (and, for Insiders, on the daily sweep): a report on the whole base
+    assesses everyone again. Before the warm-up ends, the stored segments are all there is.
+    """
+    if segmenter is None or not segmenter.model.clusterer.ready:
+        return {r.customer_id: r.status.segment for r in customers}
+    model = segmenter.model
+    return {r.customer_id: model.segment_of(model_input(r.features)) for r in customers}
+
+
 def _segments(
-    customers: list[Row], total_revenue: float, now: int, horizon: int
+    customers: list[Row],
+    segment_of: dict[str, int | None],
+    total_revenue: float,
+    now: int,
+    horizon: int,
 ) -> list[SegmentSummary]:
     groups: dict[int | None, list[Row]] = {}
     for r in customers:
-        groups.setdefault(r.status.segment, []).append(r)
+        groups.setdefault(segment_of[r.customer_id], []).append(r)
     out = []
     for segment in sorted(groups, key=lambda s: (s is None, s or 0)):
         group = groups[segment]
@@ -378,6 +396,7 @@ def _evidence(report: Report) -> list[Evidence]:
 
 def _actions(
     customers: list[Row],
+    segment_of: dict[str, int | None],
     recent: Sequence[dict[str, object]],
     rules: PolicySettings | None,
     now: int,
@@ -428,7 +447,7 @@ def _actions(
                 r.customer_id
                 for r in by_value
                 if not r.status.insider
-                and r.status.segment == INSIDER_SEGMENT
+                and segment_of[r.customer_id] == INSIDER_SEGMENT
                 and (r.features.recency_days or 0.0) <= lapse
             ],
         )

@@ -149,6 +149,11 @@ def test_the_sample_report_agrees_with_pandas():
     median = {t.name: t.insiders for t in report.traits}
     assert median["revenue"] == pytest.approx(expected.loc[flag, "revenue"].median())
     assert median["recency_days"] == pytest.approx(expected.loc[flag, "recency_days"].median())
+    # Segments are re-assessed with the current model: nobody is left "not yet assessed"
+    # because they last bought during the warm-up.
+    assert None in {c.status.segment for c in store.customers()}
+    assert None not in {s.segment for s in report.segments}
+    assert sum(s.customers for s in report.segments) == report.customers
     # The sample's Insiders hold far more than their share, beyond sampling noise.
     assert all(e.holds for e in report.evidence[:2])
     assert to_datetime(now) == lines["InvoiceDate"].max()
