@@ -1,4 +1,5 @@
-"""Latency of the HTTP API over Redis holding the full Online Retail file: p50/p99 per route.
+"""Latency of the HTTP API over Redis holding the full Online Retail file: p50/p99 per route,
+and what that state costs in Redis memory, by key family.
 
     .venv/bin/python benches/api_latency.py [--data PATH] [--requests 200]
 
@@ -6,7 +7,8 @@ Fills a fresh Redis prefix through the pipeline (file source, Redis store), star
 real `insiders api` process on it, and times sequential requests from one client, so
 each figure is one request's latency with nothing queued ahead of it. The report and
 the dashboard read every customer on each request and are timed with fewer requests.
-Starts Redis (and Kafka) with scripts/services. Peak memory is the API process's max RSS.
+Starts Redis (and Kafka) with scripts/services. Peak memory is the API process's max RSS;
+Redis memory is `MEMORY USAGE` of every key under the prefix (all elements sampled).
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def redis_footprint(client: redis.Redis, prefix: str) -> dict[str, tuple[int, int]]:
+    """Keys and bytes per key family: `c:<id>` counts as `c:*`, `seen` as itself."""
+    families: dict[str, tuple[int, int]] = {}
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        name = key.decode()[len(prefix) :]
+        family = name.split(":", 1)[0] + ":*" if ":" in name else name
+        used = int(client.memory_usage(key, samples=0) or 0)
+        keys, size = families.get(family, (0, 0))
+        families[family] = (keys + 1, size + used)
+    return dict(sorted(families.items(), key=lambda item: -item[1][1]))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -71,6 +85,7 @@ def main() -> None:
     for block in FileInvoiceSource(args.data).blocks():
         pipeline.process(block)
     print(f"filled {prefix} in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    footprint = redis_footprint(redis.Redis.from_url(REDIS_URL), prefix)
 
     port = free_port()
     env = {**os.environ, "INSIDERS_REDIS_URL": REDIS_URL, "INSIDERS_REDIS_PREFIX": prefix}
@@ -125,6 +140,11 @@ def main() -> None:
     for name, count, p50, p99 in rows:
         print(f"| {name} | {count} | {p50:.1f} | {p99:.1f} |")
     print(f"\npeak RSS of the API process: {rss:.0f} MiB")
+    total = sum(size for _, size in footprint.values())
+    print(f"\nRedis memory under the prefix: {total / 2**20:.1f} MiB\n")
+    print("| key family | keys | MiB | share |\n| --- | ---: | ---: | ---: |")
+    for family, (keys, size) in footprint.items():
+        print(f"| `{family}` | {keys:,} | {size / 2**20:.1f} | {size / total:.0%} |")
 
 
 if __name__ == "__main__":
