@@ -144,7 +144,9 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from consumer.redis_store import RedisFeatureStore
 
-    store = RedisFeatureStore.from_url(settings.redis_url, settings.redis_prefix)
+    store = RedisFeatureStore.from_url(
+        settings.redis_url, settings.redis_prefix, settings.seen_buckets
+    )
     owner = f"{socket.gethostname()}:{os.getpid()}"
     holder = store.acquire_writer(owner, settings.writer_ttl, settings.writer_wait)
     if holder is not None:

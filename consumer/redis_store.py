@@ -2,7 +2,8 @@
 
 Keys (all under a prefix, ``insiders:`` by default):
 ``c:<id>`` customer hash (running totals in micro-pounds and epoch seconds, plus status),
-``ci:<id>`` the customer's purchase invoice numbers, ``seen`` applied event ids,
+``ci:<id>`` the customer's purchase invoice numbers, ``seen:<n>`` applied event ids
+(bucket n = crc32 of the id modulo ``seen_buckets``, fixed per prefix),
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
@@ -17,6 +18,7 @@ single Redis server, not a cluster.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -34,6 +36,10 @@ from segmenter.segmentation import StepResult
 _KIND_CODE = {LineKind.PURCHASE: "P", LineKind.RETURN: "R", LineKind.IGNORED: "I"}
 _STATE_FIELDS = ("rev", "inv", "lines", "units", "rrev", "runits", "first", "last")
 _STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
+# Applied event ids live in small hashes, not one set: Redis keeps a hash of at most 128
+# fields as a compact listpack, 4.6x smaller than one big set (benches/api_latency.py). 8192
+# buckets stay compact up to about a million ids.
+SEEN_BUCKETS = 8192
 
 
 def connect(url: str) -> redis.Redis:
@@ -86,15 +92,35 @@ class RedisFeatureStore:
 
     backend = "redis"
 
-    def __init__(self, client: redis.Redis, prefix: str = "insiders:") -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = "insiders:", seen_buckets: int = SEEN_BUCKETS
+    ) -> None:
         self.client = client
         self.prefix = prefix
+        self.seen_buckets = seen_buckets  # wanted for a new prefix; see _buckets()
+        self._buckets_in_use: int | None = None
         source = resources.files("consumer").joinpath("lua/apply.lua").read_text()
         self._apply = client.register_script(source)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "insiders:") -> RedisFeatureStore:
-        return cls(connect(url), prefix)
+    def from_url(
+        cls, url: str, prefix: str = "insiders:", seen_buckets: int = SEEN_BUCKETS
+    ) -> RedisFeatureStore:
+        return cls(connect(url), prefix, seen_buckets)
+
+    def _buckets(self) -> int:
+        """The prefix's bucket count for applied event ids, fixed at its first apply.
+
+        Changing it later would look ids up in the wrong bucket, so the first writer's
+        count is stored and wins. 0 means one plain set (``seen``): a prefix written
+        before buckets existed keeps its ids where they are.
+        """
+        if self._buckets_in_use is None:
+            key = self._key("seen_buckets")
+            legacy = bool(self.client.exists(self._key("seen")))
+            self.client.set(key, 0 if legacy else self.seen_buckets, nx=True)
+            self._buckets_in_use = int(self.client.get(key) or 0)
+        return self._buckets_in_use
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -112,6 +138,8 @@ class RedisFeatureStore:
     ) -> ApplyResult:
         args: list[Any] = [self.prefix, f"{topic}:{partition}", last_offset]
         extend = args.extend
+        buckets = self._buckets()
+        crc32 = zlib.crc32
         for offset, line in lines:
             kind, reason = classify(line)
             extend(
@@ -124,6 +152,7 @@ class RedisFeatureStore:
                     line.quantity,
                     abs(line.quantity) * line.unit_price_micros,
                     line.invoice_ts,
+                    crc32(line.event_id.encode()) % buckets if buckets else "",
                 )
             )
         applied, duplicates, stale = self._apply(args=args)

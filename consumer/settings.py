@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +27,8 @@ class ConsumerSettings(ConnectionSettings):
     seed: int = 42
     segments: int = 4
     # One consumer owns a prefix's model: a restarted one waits out a dead one's lock.
+    # Buckets for applied event ids in Redis, fixed when a prefix is first written.
+    seen_buckets: int = Field(default=8192, gt=0)
     writer_ttl: int = 15
     writer_wait: float = 20.0
     # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.

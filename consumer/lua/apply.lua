@@ -2,15 +2,21 @@
 -- Same rules as segmenter.features.CustomerState.apply (feature spec v1).
 --
 -- ARGV[1] key prefix, ARGV[2] "topic:partition", ARGV[3] last offset of the block,
--- then 8 values per line: offset, event_id, kind (P purchase, R return, I ignored),
+-- then 9 values per line: offset, event_id, kind (P purchase, R return, I ignored),
 -- customer_id, invoice_no (the ignore reason for kind I), quantity, amount (micro-pounds,
--- |quantity| * unit price), invoice time (epoch seconds).
+-- |quantity| * unit price), invoice time (epoch seconds), and the event id's bucket in
+-- seen:<bucket> ('' for a prefix that keeps its ids in the one set 'seen').
 -- Returns {applied, duplicates, stale}.
 local p = ARGV[1]
 local offsets = p .. 'offsets'
 local stored = tonumber(redis.call('HGET', offsets, ARGV[2]) or '-1')
 local last = tonumber(ARGV[3])
 local seen = p .. 'seen'
+-- Record an event id as applied; false if it already was.
+local function first_delivery(id, bucket)
+  if bucket == '' then return redis.call('SADD', seen, id) == 1 end
+  return redis.call('HSETNX', seen .. ':' .. bucket, id, '') == 1
+end
 local agg, order = {}, {}
 local ignored = {}
 local applied, dup, stale = 0, 0, 0
@@ -20,7 +26,7 @@ local i = 4
 while i <= n do
   if tonumber(ARGV[i]) <= stored then
     stale = stale + 1
-  elseif redis.call('SADD', seen, ARGV[i + 1]) == 0 then
+  elseif not first_delivery(ARGV[i + 1], ARGV[i + 8]) then
     dup = dup + 1
   else
     applied = applied + 1
@@ -54,7 +60,7 @@ while i <= n do
       end
     end
   end
-  i = i + 8
+  i = i + 9
 end
 
 -- Lua numbers are doubles: block sums stay far below 2^53, and '%.0f' writes them as integers.
