@@ -36,10 +36,6 @@ def _customer(cid: str) -> str:
     return f'<a href="/customers/{escape(cid)}">{escape(cid)}</a>'
 
 
-def _ratio(part: float, whole: float) -> float:
-    return part / whole if whole else 0.0
-
-
 def _bar(share: float, css: str) -> str:
     width = max(share * 20, 0.05)  # 20rem for 100%
     return f'<span class="bar {css}" style="width:{width:.2f}rem"></span>'
@@ -97,7 +93,7 @@ def render(report: Report) -> str:
         "<th>Insiders at the end</th></tr>",
         *(
             f"<tr><td>{w.start:%Y-%m-%d}</td><td class='n'>+{w.entries:,}</td>"
-            f"<td class='n'>−{w.exits:,}</td><td>{_bar(_ratio(w.insiders, peak), 'r')} "
+            f"<td class='n'>−{w.exits:,}</td><td>{_bar(w.insiders / peak if peak else 0.0, 'r')} "
             f"{w.insiders:,}</td></tr>"
             for w in report.weeks
         ),
