@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from api import dashboard, metrics
-from api.report import live_report, report_body
+from api.report import current_report, current_segmenter
 from api.schemas import (
     CustomerStatus,
     Driver,
@@ -63,12 +63,6 @@ Now = Annotated[int | None, Depends(get_now)]
 CustomerId = Annotated[
     str, Path(pattern=CUSTOMER_ID_PATTERN, description="customer id, e.g. 12347")
 ]
-
-
-def current_segmenter(store: FeatureStore) -> Segmenter | None:
-    """The consumer's latest checkpoint (model and policy), read fresh for every answer."""
-    blob = store.model_checkpoint()
-    return Segmenter.from_checkpoint(blob) if blob is not None else None
 
 
 def why_of(segmenter: Segmenter, customer: Customer, now: int) -> Why:
@@ -243,7 +237,7 @@ def create_app(
 
     @app.get("/report", response_model=Report, summary="The business report, live")
     def report(store: Store, now: Now) -> Report:
-        return report_body(live_report(store, now, current_segmenter(store)))
+        return current_report(store, now)
 
     @app.get(
         "/dashboard",
@@ -251,8 +245,7 @@ def create_app(
         summary="The business report as a page for people",
     )
     def show_dashboard(store: Store, now: Now) -> HTMLResponse:
-        body = report_body(live_report(store, now, current_segmenter(store)))
-        return HTMLResponse(dashboard.render(body))
+        return HTMLResponse(dashboard.render(current_report(store, now)))
 
     @app.get(
         "/metrics",

@@ -15,10 +15,17 @@ from segmenter.segmentation import Segmenter
 EVENT_PAGE = 1000
 
 
-def live_report(store: FeatureStore, now: int | None, segmenter: Segmenter | None) -> Report:
+def current_segmenter(store: FeatureStore) -> Segmenter | None:
+    """The consumer's latest checkpoint (model and policy), read fresh for every answer."""
+    blob = store.model_checkpoint()
+    return Segmenter.from_checkpoint(blob) if blob is not None else None
+
+
+def current_report(store: FeatureStore, now: int | None) -> schemas.Report:
+    """The report on everything the store holds, as of ``now``, shaped for JSON."""
     at = now if now is not None else 0
     rows = [Row(c.customer_id, features_of(c.state, at), c.status) for c in store.customers()]
-    return build_report(rows, now, segmenter, all_events(store))
+    return report_body(build_report(rows, now, current_segmenter(store), all_events(store)))
 
 
 def all_events(store: FeatureStore) -> list[dict[str, object]]:

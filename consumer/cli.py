@@ -273,10 +273,9 @@ def cmd_report(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
 
 def write_report(store: Any, out: Path, now: int | None) -> None:
-    from api.app import current_segmenter
-    from api.report import as_markdown, live_report, report_body
+    from api.report import as_markdown, current_report
 
-    text = as_markdown(report_body(live_report(store, now, current_segmenter(store))))
+    text = as_markdown(current_report(store, now))
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as exc:
