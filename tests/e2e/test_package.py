@@ -3,6 +3,7 @@ code loads at run time: the apply script and the demo's sample."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_holds_the_lua_script_and_the_sample(tmp_path):
+    # Build from a copy: setuptools writes a build/ tree next to the sources.
+    source = tmp_path / "src"
+    shutil.copytree(
+        REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__")
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         timeout=300,
