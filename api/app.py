@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
+import redis
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
@@ -36,6 +39,7 @@ from api.schemas import (
     Why,
 )
 from consumer.ports import Customer, FeatureStore
+from consumer.ports import EventPage as StoredPage
 from segmenter.explain import explain
 from segmenter.features import features_of, to_datetime
 from segmenter.segmentation import Segmenter
@@ -46,6 +50,39 @@ CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
 CURSOR_PATTERN = r"^([0-9]{1,20}(-[0-9]{1,20})?)?$"
 
 NowFn = Callable[[FeatureStore], int | None]
+
+# Every route answers 503 with an ErrorBody when the store does not answer. Routes whose
+# success is not JSON (the page, the metrics) say the error is JSON all the same.
+UNAVAILABLE = "The store (Redis) did not answer"
+UNAVAILABLE_JSON: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": UNAVAILABLE,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+}
+
+log = logging.getLogger("insiders.api")
+
+
+def masked(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: fit for logs and answers.
+
+    >>> masked("redis://:s3cret@redis.internal:6379/0")
+    'redis://:***@redis.internal:6379/0'
+    >>> masked("rediss://app:s3cret@redis.internal/0?password=other")
+    'rediss://app:***@redis.internal/0?password=%2A%2A%2A'
+    >>> masked("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def get_store(request: Request) -> FeatureStore:
@@ -104,17 +141,25 @@ def status_of(
 
 
 def create_app(
-    store: FeatureStore, clock: str = "event", stream_poll: float = 0.5, keepalive: float = 15.0
+    store: FeatureStore,
+    clock: str = "event",
+    stream_poll: float = 0.5,
+    keepalive: float = 15.0,
+    store_name: str | None = None,
 ) -> FastAPI:
     """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall".
 
     ``stream_poll`` is how often the event stream looks for new events, and
     ``keepalive`` how long it stays silent before it sends a comment line.
+    ``store_name`` names the store in 503 answers (e.g. "Redis at redis://host:6379/0",
+    its password masked); by default it is the store's backend.
     """
+    name = store_name or f"the {store.backend} store"
     app = FastAPI(
         title="Insiders",
         summary="Who the Insiders are, since when, and the events of entries and exits.",
         version="0.1.0",
+        responses={503: {"model": ErrorBody, "description": UNAVAILABLE}},
     )
     app.state.store = store
     # Set by the server on SIGINT/SIGTERM: event streams end so the stop is not held up.
@@ -125,6 +170,14 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(redis.RedisError)
+    async def store_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Down, frozen (the client's timeout) or still loading: the answer is a prompt 503
+        # that names the store. The client reconnects on the next command.
+        detail = f"{name} is unavailable: {str(exc) or type(exc).__name__}"
+        log.warning("%s %s: %s", request.method, request.url.path, detail)
+        return JSONResponse({"detail": detail}, status_code=503)
 
     @app.get(
         "/customers/{customer_id}",
@@ -207,22 +260,40 @@ def create_app(
         last_event_id: Annotated[str | None, Header(pattern=CURSOR_PATTERN)] = None,
     ) -> StreamingResponse:
         """Every event after the cursor, then new ones as they come. Each carries its
-        cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`."""
+        cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`.
+        If the store stops answering mid-stream, the stream stays open and resumes at the
+        same cursor once it answers again."""
         start = last_event_id or after
+        # Read the first page before answering: a subscriber arriving while the store is
+        # down gets the 503, like every other route.
+        first = await run_in_threadpool(store.events, start, 100)
 
         async def frames() -> AsyncIterator[bytes]:
-            cursor, quiet = start, 0.0
+            cursor, quiet, down = start, 0.0, False
+            page: StoredPage | None = first
             while not stopping.is_set() and not await request.is_disconnected():
-                page = await run_in_threadpool(store.events, cursor, 100)
-                for event, event_cursor in zip(page.events, page.cursors, strict=True):
-                    yield (
-                        f"id: {event_cursor}\nevent: {event['type']}\ndata: ".encode()
-                        + orjson.dumps(event)
-                        + b"\n\n"
-                    )
-                if page.events:
-                    cursor, quiet = page.cursors[-1], 0.0
-                    continue
+                if page is None:
+                    try:
+                        page = await run_in_threadpool(store.events, cursor, 100)
+                    except redis.RedisError as exc:
+                        if not down:
+                            log.warning("event stream: %s is unavailable (%s); retrying", name, exc)
+                            yield b": store unavailable, retrying\n\n"
+                            down = True
+                if page is not None:
+                    if down:
+                        log.info("event stream: %s answers again", name)
+                        down = False
+                    for event, event_cursor in zip(page.events, page.cursors, strict=True):
+                        yield (
+                            f"id: {event_cursor}\nevent: {event['type']}\ndata: ".encode()
+                            + orjson.dumps(event)
+                            + b"\n\n"
+                        )
+                    if page.events:
+                        cursor, quiet, page = page.cursors[-1], 0.0, None
+                        continue
+                page = None
                 if quiet >= keepalive:
                     yield b": keep-alive\n\n"
                     quiet = 0.0
@@ -242,6 +313,7 @@ def create_app(
     @app.get(
         "/dashboard",
         response_class=HTMLResponse,
+        responses=UNAVAILABLE_JSON,
         summary="The business report as a page for people",
     )
     def show_dashboard(store: Store, now: Now) -> HTMLResponse:
@@ -250,6 +322,7 @@ def create_app(
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
+        responses=UNAVAILABLE_JSON,
         summary="Counts for Prometheus: customers, Insiders, events, ignored lines",
     )
     def show_metrics(store: Store) -> PlainTextResponse:

@@ -17,3 +17,6 @@ class ApiSettings(ConnectionSettings):
     # before a keep-alive comment (proxies drop idle connections).
     stream_poll: float = Field(default=0.5, gt=0)
     stream_keepalive: float = Field(default=15.0, gt=0)
+    # Seconds to connect to Redis and for each command: past it the request gets a 503,
+    # rather than hanging on a frozen server.
+    redis_timeout: float = Field(default=2.0, gt=0)

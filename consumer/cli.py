@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from consumer.ports import EventSink, FeatureStore, SourceRecord
 from consumer.settings import ConsumerSettings
+from consumer.signals import Stopper
 from segmenter.errors import InsidersError
 
 log = logging.getLogger("insiders")
@@ -35,19 +37,6 @@ class BlockSource(Protocol):
     def commit(self, block: list[SourceRecord]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _stop_on_signals(source: BlockSource) -> None:
-    """SIGINT/SIGTERM finish the block in hand, commit it, and stop."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if source.stopping:  # a second signal: the user insists
-            raise KeyboardInterrupt
-        log.info("%s: finishing the current block, then stopping", signal.Signals(signum).name)
-        source.stopping = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSettings) -> Any:
@@ -93,7 +82,11 @@ def run_pipeline(
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    stats = pipeline.stats
+    log_summary(pipeline.stats, elapsed, store)
+    return pipeline.stats, elapsed
+
+
+def log_summary(stats: Any, elapsed: float, store: FeatureStore) -> None:
     log.info(
         "%s in %.1fs (%.0f lines/s)", stats.summary(), elapsed, stats.records / max(elapsed, 1e-9)
     )
@@ -102,7 +95,6 @@ def run_pipeline(
     ignored = store.ignored_counts()
     if ignored:
         log.info("valid but ignored by spec v1: %s", dict(sorted(ignored.items())))
-    return stats, elapsed
 
 
 # --- subcommands -------------------------------------------------------------------------------
@@ -117,13 +109,17 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     # Reading the first record checks the file and its layout before Kafka is touched.
     first = next(records, None)
     ensure_topics(settings.kafka_bootstrap, [settings.topic], args.partitions)
-    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.topic)
+    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.topic, settings.outage_seconds)
     limiter = RateLimiter(args.rate)
+    stopper: Stopper = args.stopper
+    stopper.on_stop(lambda: None)  # stop between records, after confirming what was sent
     count = 0
     started = time.perf_counter()
     try:
         with tqdm(unit=" lines", unit_scale=True, disable=None, desc=path.name) as bar:
             for record in itertools.chain([first] if first else [], records):
+                if stopper.requested.is_set():
+                    break
                 publisher.send(record)
                 limiter.tick()
                 count += 1
@@ -134,6 +130,9 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     finally:
         publisher.close()
     elapsed = time.perf_counter() - started
+    if stopper.requested.is_set():
+        print(f"stopped: published {count:,} lines from {path} (all acknowledged)")
+        return 130
     print(
         f"published {count:,} lines from {path} to {settings.topic} "
         f"in {elapsed:.1f}s ({count / max(elapsed, 1e-9):,.0f} lines/s)"
@@ -142,62 +141,72 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
 
 def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.kafka_io import KafkaEventSink, KafkaInvoiceSource, dlq_topic, ensure_topics
     from consumer.redis_store import RedisFeatureStore
+    from consumer.service import ConsumerService
 
+    stopper: Stopper = args.stopper
+    sources: list[KafkaInvoiceSource] = []
+
+    def stop_reading() -> None:
+        for source in sources:
+            source.stopping = True
+
+    stopper.on_stop(stop_reading)  # from here on a signal is a clean stop, not an interrupt
     store = RedisFeatureStore.from_url(
         settings.redis_url, settings.redis_prefix, settings.seen_buckets
     )
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    holder = store.acquire_writer(owner, settings.writer_ttl, settings.writer_wait)
-    if holder is not None:
-        raise InsidersError(
-            f"another consumer ({holder}) owns the model under Redis prefix "
-            f"{settings.redis_prefix!r}; stop it, or give this one its own INSIDERS_REDIS_PREFIX"
-        )
-
-    def still_owner() -> None:
-        if not store.renew_writer(owner, settings.writer_ttl):
-            raise InsidersError(f"lost the writer lock of prefix {settings.redis_prefix!r}")
-
-    try:
-        _consume(args, settings, store, still_owner)
-    finally:
-        store.release_writer(owner)
-    return 0
-
-
-def _consume(
-    args: argparse.Namespace,
-    settings: ConsumerSettings,
-    store: Any,
-    on_block: Callable[[], None],
-) -> None:
-    from consumer.kafka_io import (
-        KafkaEventSink,
-        KafkaInvoiceSource,
-        dlq_topic,
-        ensure_topics,
-    )
-
     ensure_topics(
         settings.kafka_bootstrap,
         [settings.topic, dlq_topic(settings.topic), settings.events_topic],
     )
-    source = KafkaInvoiceSource(
-        settings.kafka_bootstrap,
-        settings.topic,
-        settings.group,
-        settings.block_size,
-        exit_at_end=args.exit_at_end,
+    sink = KafkaEventSink(
+        settings.kafka_bootstrap, settings.events_topic, give_up_after=settings.outage_seconds
     )
-    sink = KafkaEventSink(settings.kafka_bootstrap, settings.events_topic)
-    _stop_on_signals(source)
-    total = sum(source.end_offsets.values()) if args.exit_at_end else None
+    # Unique per process start: a restarted container with the same host name and pid
+    # is still another owner.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    service = ConsumerService(
+        store,
+        lambda: build_pipeline(store, sink, settings),
+        owner,
+        settings.writer_ttl,
+        settings.writer_wait,
+        settings.outage_seconds,
+        stopper.requested,
+    )
+    stopper.on_force(service.release)
     try:
-        run_pipeline(source, store, sink, settings, total=total, on_block=on_block)
+        service.claim()
+        if stopper.requested.is_set():
+            return 0
+        source = KafkaInvoiceSource(
+            settings.kafka_bootstrap,
+            settings.topic,
+            settings.group,
+            settings.block_size,
+            exit_at_end=args.exit_at_end,
+            start_offset=service.start_offset,
+            accept_gap=args.accept_gap,
+        )
+        sources.append(source)
+        if stopper.requested.is_set():
+            source.stopping = True
+        total = sum(source.end_offsets.values()) if args.exit_at_end else None
+        bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
+        started = time.perf_counter()
+        try:
+            stats = service.run(source, on_block=bar.update)
+        finally:
+            bar.close()
+            source.close()
     finally:
-        source.close()
+        service.release()
         sink.close()
+    log_summary(stats, time.perf_counter() - started, store)
+    if service.recoveries:
+        log.info("resumed from Redis %d time(s) after it diverged or went away", service.recoveries)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace, settings: ConsumerSettings) -> int:
@@ -218,6 +227,7 @@ def replay_embedded(
     settings: ConsumerSettings,
     snapshot: str | None,
     until: datetime | None = None,
+    stopper: Stopper | None = None,
 ) -> tuple[Any, Any, float, bool]:
     """File source, in-memory state (from ``snapshot`` if it exists): (store, stats, s, stopped)."""
     from consumer.file_source import FileInvoiceSource
@@ -230,7 +240,8 @@ def replay_embedded(
         else MemoryFeatureStore()
     )
     source = FileInvoiceSource(path, settings.block_size, until=until)
-    _stop_on_signals(source)
+    if stopper is not None:
+        stopper.on_stop(lambda: setattr(source, "stopping", True))
     stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
     return store, stats, elapsed, source.stopping
 
@@ -244,7 +255,9 @@ def save_snapshot(store: Any, snapshot: str | None) -> None:
 def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from consumer.export import export_frame, write_export
 
-    store, stats, elapsed, _ = replay_embedded(args.path, settings, args.snapshot, args.until)
+    store, stats, elapsed, _ = replay_embedded(
+        args.path, settings, args.snapshot, args.until, args.stopper
+    )
     save_snapshot(store, args.snapshot)
     insiders = store.insiders(0, 0)[1]
     print(
@@ -308,7 +321,9 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     else:
         data = Path(str(resources.files("consumer").joinpath("data/online_retail_sample.csv.gz")))
     print(f"replaying {data.name} through the pipeline (embedded: no Kafka, no Redis)...")
-    store, stats, elapsed, stopped = replay_embedded(data, settings, args.snapshot)
+    store, stats, elapsed, stopped = replay_embedded(
+        data, settings, args.snapshot, stopper=args.stopper
+    )
     if stopped:
         return 130
     save_snapshot(store, args.snapshot)
@@ -384,14 +399,24 @@ def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) ->
 
 
 def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
-    from api.app import create_app
+    from api.app import create_app, masked
     from api.settings import ApiSettings
     from consumer.redis_store import RedisFeatureStore
 
     api_settings = ApiSettings()
     if args.redis_url:
         api_settings.redis_url = args.redis_url
-    store = RedisFeatureStore.from_url(api_settings.redis_url, api_settings.redis_prefix)
+    # Short timeouts, and no check at start: while Redis is down or frozen, every route
+    # answers a prompt 503, and the next request after it comes back reconnects.
+    store = RedisFeatureStore.from_url(
+        api_settings.redis_url,
+        api_settings.redis_prefix,
+        timeout=api_settings.redis_timeout,
+        check=False,
+    )
+    store_name = f"Redis at {masked(api_settings.redis_url)}"
+    if not store.ping():
+        log.warning("%s does not answer; the API answers 503 until it does", store_name)
     host, port = args.host or api_settings.host, args.port or api_settings.port
     _port_free(host, port)
     app = create_app(
@@ -399,6 +424,7 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         clock=api_settings.clock,
         stream_poll=api_settings.stream_poll,
         keepalive=api_settings.stream_keepalive,
+        store_name=store_name,
     )
     serve(app, host, port, log_level="info")
     return 0
@@ -445,6 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--block-size", type=int, help="lines per segmentation step (default 5000)")
     p.add_argument("--clock", choices=["event", "wall"], help="what 'now' is (default event)")
+    p.add_argument(
+        "--accept-gap",
+        action="store_true",
+        help="go on when the topic no longer holds the records after the state's last offset "
+        "(removed by retention); without it the consumer refuses to start",
+    )
     connection_flags(p)
     p.set_defaults(func=cmd_consume)
 
@@ -524,7 +556,19 @@ def setting_error(error: ValidationError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First: a signal in any phase stops the process within seconds, releasing its lock.
+    stopper = Stopper()
+    if threading.current_thread() is threading.main_thread():
+        stopper.install()
+    try:
+        return _main(argv, stopper)
+    finally:
+        stopper.finished.set()
+
+
+def _main(argv: Sequence[str] | None, stopper: Stopper) -> int:
     args = build_parser().parse_args(argv)
+    args.stopper = stopper
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
