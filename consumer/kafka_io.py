@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.ports import SourceRecord
-from segmenter.errors import InvalidRecord, ServiceUnavailable
+from segmenter.errors import InsidersError, InvalidRecord, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +66,85 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
 
 
 def producer(bootstrap: str, **config: Any) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement and takes up to 2 MiB records."""
+    """A producer that waits for the broker's acknowledgement and takes up to 2 MiB records.
+
+    kafka-python retries retriable errors itself (idempotently) until ``delivery_timeout_ms``;
+    :class:`ConfirmedProducer` then checks every send.
+    """
     try:
         return KafkaProducer(
             bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES, **config
         )
     except KafkaError as exc:
         raise _unavailable(bootstrap, exc) from None
+
+
+class ConfirmedProducer:
+    """Sends that are known to be acknowledged by the broker when :meth:`confirm` returns.
+
+    kafka-python's ``flush()`` only logs a failed batch. Here every send keeps its future;
+    ``confirm`` waits for all of them and sends again what failed, with exponential backoff,
+    for up to ``give_up_after`` seconds, then raises :class:`ServiceUnavailable`. A caller
+    marks nothing done before ``confirm`` returns, so nothing is marked that the broker
+    did not take.
+    """
+
+    def __init__(self, bootstrap: str, give_up_after: float = 60.0, **config: Any) -> None:
+        self.bootstrap = bootstrap
+        self.give_up_after = give_up_after
+        delivery_ms = int(max(give_up_after, 1.0) * 1000)
+        self.producer = producer(
+            bootstrap,
+            delivery_timeout_ms=delivery_ms,
+            request_timeout_ms=min(30_000, delivery_ms),
+            **config,
+        )
+        self._inflight: list[tuple[Any, tuple[str, bytes | None, bytes, list[Any] | None]]] = []
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[Any] | None = None
+    ) -> None:
+        message = (topic, key, value, headers)
+        self._inflight.append((self._send(message), message))
+        if len(self._inflight) >= 50_000:  # a long publish: keep only what is still open
+            self._inflight = [(f, m) for f, m in self._inflight if not f.succeeded()]
+
+    def _send(self, message: tuple[str, bytes | None, bytes, list[Any] | None]) -> Any:
+        topic, key, value, headers = message
+        return self.producer.send(topic, key=key, value=value, headers=headers)
+
+    def confirm(self) -> None:
+        """Return once the broker has acknowledged every send so far; else raise, one line."""
+        deadline = time.monotonic() + self.give_up_after
+        delay = 0.5
+        while self._inflight:
+            try:
+                self.producer.flush(timeout=max(deadline - time.monotonic(), 1.0))
+            except KafkaError as exc:  # KafkaTimeoutError: the broker is away
+                log.warning("Kafka did not acknowledge sends in time: %s", exc)
+            failed = [(f, m) for f, m in self._inflight if not f.is_done or f.failed()]
+            if not failed:
+                self._inflight = []
+                return
+            error = next((f.exception for f, _ in failed if f.is_done), None)
+            if time.monotonic() + delay > deadline:
+                raise ServiceUnavailable(
+                    f"Kafka at {self.bootstrap} did not acknowledge {len(failed):,} record(s) "
+                    f"to {failed[0][1][0]} within {self.give_up_after:g}s (last error: {error})"
+                )
+            log.warning(
+                "Kafka refused %d record(s) to %s (%s); sending again in %.1fs",
+                len(failed),
+                failed[0][1][0],
+                error,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+            self._inflight = [(f if not f.is_done else self._send(m), m) for f, m in failed]
+
+    def close(self) -> None:
+        self.producer.close(timeout=5)
 
 
 def dlq_topic(topic: str) -> str:
@@ -85,11 +156,14 @@ class KafkaEventSink:
 
     A dead letter carries the original key and bytes untouched; the reason and the
     source coordinates travel as headers, so a tool can re-drive it after a fix.
+    ``publish`` and ``flush`` return only once the broker has acknowledged every record.
     """
 
-    def __init__(self, bootstrap: str, events_topic: str = "insiders.events") -> None:
+    def __init__(
+        self, bootstrap: str, events_topic: str = "insiders.events", give_up_after: float = 60.0
+    ) -> None:
         self.events_topic = events_topic
-        self.producer = producer(bootstrap, linger_ms=5)
+        self.producer = ConfirmedProducer(bootstrap, give_up_after, linger_ms=5)
 
     def dead_letter(self, record: SourceRecord, error: InvalidRecord) -> None:
         headers = [
@@ -99,48 +173,41 @@ class KafkaEventSink:
             ("source.partition", str(record.partition).encode()),
             ("source.offset", str(record.offset).encode()),
         ]
-        self.producer.send(
-            dlq_topic(record.topic), key=record.key, value=record.value, headers=headers
-        )
+        self.producer.send(dlq_topic(record.topic), record.key, record.value, headers)
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         for event in events:
             self.producer.send(
-                self.events_topic,
-                key=str(event["customer_id"]).encode(),
-                value=orjson.dumps(event),
+                self.events_topic, str(event["customer_id"]).encode(), orjson.dumps(event)
             )
         self.flush()
 
     def flush(self) -> None:
-        self.producer.flush()
+        self.producer.confirm()
 
     def close(self) -> None:
         self.producer.close()
 
 
-class _DropRevoked(ConsumerRebalanceListener):
-    def __init__(self, source: KafkaInvoiceSource) -> None:
-        self.source = source
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        # Buffered records of a revoked partition were never committed: the new owner re-reads them.
-        for tp in revoked:
-            self.source.buffers.pop(tp, None)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+StartOffset = Callable[[str, int], int]
 
 
 class KafkaInvoiceSource:
-    """Invoice records from a Kafka consumer group, cut into blocks.
+    """Invoice records from every partition of a topic, cut into blocks.
 
     A block holds consecutive records of one partition and ends at an offset that
     is a multiple of ``block_size`` (or at the end of the data): the same lines
     in the same order therefore make the same blocks as a file replay, whatever
-    the poll sizes were. Offsets are committed only after the caller has made the
-    block's effect durable (see :meth:`commit`). In live mode an idle poll yields an
-    empty block, so that time-driven work (the Insider sweep) runs on a quiet stream.
+    the poll sizes were. In live mode a partial block is also cut as soon as the
+    consumer has caught up with the partition (nothing more to read), so that a line
+    is applied within a poll of its arrival at any rate; an idle poll yields an empty
+    block, so that time-driven work (the Insider sweep) runs on a quiet stream.
+
+    Where to read from is the store's business, not Kafka's: the partitions are
+    assigned to this process (the writer lock makes it the only one) and each starts
+    at ``start_offset(topic, partition)``, the offset after the last one the store holds.
+    Offsets are still committed to ``group`` after each block, for lag monitoring.
+    A start below what the broker still holds is a gap: refused unless ``accept_gap``.
     """
 
     def __init__(
@@ -151,13 +218,19 @@ class KafkaInvoiceSource:
         block_size: int = 5000,
         exit_at_end: bool = False,
         poll_timeout_ms: int = 500,
+        start_offset: StartOffset | None = None,
+        accept_gap: bool = False,
     ) -> None:
         self.topic = topic
         self.block_size = block_size
         self.exit_at_end = exit_at_end
         self.poll_timeout_ms = poll_timeout_ms
+        self.start_offset = start_offset
+        self.accept_gap = accept_gap
         self.buffers: dict[TopicPartition, list[SourceRecord]] = {}
         self.stopping = False
+        self._commit_failed = False
+        self._looked_for_partitions = 0.0
         try:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=bootstrap,
@@ -168,19 +241,56 @@ class KafkaInvoiceSource:
                 max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                 fetch_max_bytes=64 * 1024 * 1024,
             )
-            self.consumer.subscribe([topic], listener=_DropRevoked(self))
+            self._assign(self._partitions())
         except KafkaError as exc:
             raise _unavailable(bootstrap, exc) from None
         self.end_offsets: dict[TopicPartition, int] = {}
         if exit_at_end:
-            partitions = self.consumer.partitions_for_topic(topic) or set()
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            tps = sorted(self.consumer.assignment())
             self.end_offsets = self.consumer.end_offsets(tps) if tps else {}
             log.info(
                 "backfill: consuming %s up to end offsets %s",
                 topic,
                 {tp.partition: off for tp, off in self.end_offsets.items()},
             )
+
+    def _partitions(self) -> list[TopicPartition]:
+        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        return [TopicPartition(self.topic, p) for p in sorted(partitions)]
+
+    def _assign(self, tps: list[TopicPartition]) -> None:
+        new = [tp for tp in tps if tp not in self.consumer.assignment()]
+        if not new:
+            return
+        self.consumer.assign(sorted(set(self.consumer.assignment()) | set(new)))
+        self._seek(new)
+        log.info("reading %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in new))
+
+    def _seek(self, tps: Sequence[TopicPartition]) -> None:
+        """Position each partition where the store says it left off."""
+        if self.start_offset is None:
+            return
+        earliest = self.consumer.beginning_offsets(list(tps))
+        for tp in tps:
+            start = self.start_offset(tp.topic, tp.partition)
+            first = earliest.get(tp, 0)
+            if start < first:
+                gap = f"{tp.topic}[{tp.partition}] starts at offset {first:,}, "
+                gap += f"but the state needs offset {start:,} next"
+                if not self.accept_gap:
+                    raise InsidersError(
+                        gap + " (removed by retention?); pass --accept-gap to go on without "
+                        f"the {first - start:,} missing record(s)"
+                    )
+                log.warning("%s: going on without %d record(s) (--accept-gap)", gap, first - start)
+                start = first
+            self.consumer.seek(tp, start)
+            self.buffers.pop(tp, None)
+
+    def rewind(self) -> None:
+        """Drop what was read but not applied, and seek again to where the store is now."""
+        self.buffers.clear()
+        self._seek(sorted(self.consumer.assignment()))
 
     def _at_end(self) -> bool:
         assigned = self.consumer.assignment()
@@ -193,8 +303,14 @@ class KafkaInvoiceSource:
     def _reached_end(self, tp: TopicPartition) -> bool:
         return tp in self.end_offsets and self.consumer.position(tp) >= self.end_offsets[tp]
 
+    def _caught_up(self, tp: TopicPartition) -> bool:
+        """Live mode: nothing more to read of this partition now (position at the high mark)."""
+        high = self.consumer.highwater(tp)
+        return high is not None and self.consumer.position(tp) >= high
+
     def blocks(self) -> Iterator[list[SourceRecord]]:
         size = self.block_size
+        live = not self.exit_at_end
         while not self.stopping:
             polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
             ready: list[list[SourceRecord]] = []
@@ -209,49 +325,68 @@ class KafkaInvoiceSource:
                     ready.append(buffer)
                     self.buffers[tp] = []
             for tp, buffer in list(self.buffers.items()):
-                # Live mode: an idle poll flushes partial blocks. Backfill: only the end does,
-                # so that blocks never depend on fetch timing.
-                if buffer and ((not polled and not self.exit_at_end) or self._reached_end(tp)):
+                # Live mode: a partition caught up (or an idle poll) flushes its partial block.
+                # Backfill: only the end does, so that blocks never depend on fetch timing.
+                if buffer and (
+                    (live and (not polled or self._caught_up(tp))) or self._reached_end(tp)
+                ):
                     ready.append(buffer)
                     self.buffers[tp] = []
             for block in ready:
-                if self.stopping:  # what is left was never committed: it is read again
+                if self.stopping:  # what is left was never applied: it is read again
                     return
                 yield block
-            if not polled and not ready and not self.exit_at_end:
+            if live and not polled and not ready:
+                self._look_for_new_partitions()
                 yield []  # an idle tick: the pipeline sweeps Insiders as the clock moves
             if self.exit_at_end and self._at_end():
                 return
 
+    def _look_for_new_partitions(self, every: float = 30.0) -> None:
+        now = time.monotonic()
+        if now - self._looked_for_partitions >= every:
+            self._looked_for_partitions = now
+            self._assign(self._partitions())
+
     def commit(self, block: Sequence[SourceRecord]) -> None:
+        """Record progress in the group too, for lag monitoring (the store is the truth)."""
         if not block:
             return
         last = block[-1]
         tp = TopicPartition(last.topic, last.partition)
-        self.consumer.commit({tp: OffsetAndMetadata(last.offset + 1, "", -1)})
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(last.offset + 1, "", -1)})
+        except KafkaError as exc:
+            if not self._commit_failed:
+                log.warning("could not commit the group offset (lag will look stale): %s", exc)
+            self._commit_failed = True
+        else:
+            self._commit_failed = False
 
     def close(self) -> None:
-        self.consumer.close()
+        self.consumer.close(autocommit=False)
 
 
 class KafkaPublisher:
-    """Produces invoice records, keyed by customer id, at an optional steady rate."""
+    """Produces invoice records, keyed by customer id, at an optional steady rate.
 
-    def __init__(self, bootstrap: str, topic: str = "invoices") -> None:
+    ``flush`` returns once the broker has acknowledged every record sent.
+    """
+
+    def __init__(self, bootstrap: str, topic: str = "invoices", give_up_after: float = 60.0):
         self.topic = topic
         # Large batches: publishing is bound by kafka-python's per-record cost.
-        self.producer = producer(bootstrap, linger_ms=20, batch_size=512 * 1024)
+        self.producer = ConfirmedProducer(
+            bootstrap, give_up_after, linger_ms=20, batch_size=512 * 1024
+        )
 
     def send(self, record: dict[str, Any]) -> None:
         customer = record.get("customer_id")
-        self.producer.send(
-            self.topic,
-            key=str(customer).encode() if customer is not None else None,
-            value=orjson.dumps(record),
-        )
+        key = str(customer).encode() if customer is not None else None
+        self.producer.send(self.topic, key, orjson.dumps(record))
 
     def flush(self) -> None:
-        self.producer.flush()
+        self.producer.confirm()
 
     def close(self) -> None:
         self.producer.close()

@@ -54,6 +54,16 @@ class PipelineStats:
     events: int = 0
     blocks: int = 0
 
+    def absorb(self, other: PipelineStats) -> None:
+        """Add ``other``'s counts to these (a consumer that rebuilt its pipeline)."""
+        self.records += other.records
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.stale += other.stale
+        self.rejected.update(other.rejected)
+        self.events += other.events
+        self.blocks += other.blocks
+
     def summary(self) -> str:
         rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (

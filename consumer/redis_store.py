@@ -9,7 +9,9 @@ Keys (all under a prefix, ``insiders:`` by default):
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
 ``h:<id>`` a customer's own events, ``event_counts`` events by type and reason,
 ``model`` the segmenter's checkpoint (model, sweep clock, policy),
-``writer`` the consumer that owns them.
+``writer`` the consumer that owns them (``<owner id>#<fencing token>``, with a TTL),
+``fence`` the last fencing token drawn, ``epoch`` a random id of this state, set when
+the prefix is first claimed, and ``writes`` the count of fenced writes (see ``claim``).
 
 The apply script takes no KEYS (it derives key names from the prefix), so it runs on a
 single Redis server, not a cluster.
@@ -17,9 +19,12 @@ single Redis server, not a cluster.
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -27,7 +32,7 @@ import orjson
 import redis
 
 from consumer.ports import ApplyResult, Customer, EventPage
-from segmenter.errors import ServiceUnavailable
+from segmenter.errors import ServiceUnavailable, StoreDiverged
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify
 from segmenter.policy import InsiderStatus
@@ -42,16 +47,21 @@ _STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
 SEEN_BUCKETS = 8192
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client for ``url`` that has answered a PING, or a one-line error."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=60)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise ServiceUnavailable(
-            f"Redis at {url} did not answer ({exc}); start it with `scripts/services start` "
-            "or set INSIDERS_REDIS_URL"
-        ) from None
+def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
+    """A Redis client for ``url``; with ``check``, one that has answered a PING, or a one-line
+    error. ``timeout`` bounds each command (the API uses a short one, so a frozen Redis is
+    a quick 503, not a hung request)."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=min(5.0, timeout), socket_timeout=timeout
+    )
+    if check:
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise ServiceUnavailable(
+                f"Redis at {url} did not answer ({exc}); start it with `scripts/services start` "
+                "or set INSIDERS_REDIS_URL"
+            ) from None
     return client
 
 
@@ -87,6 +97,20 @@ def decode(customer_id: str, values: Sequence[Any]) -> Customer:
     return Customer(customer_id, state, status)
 
 
+@dataclass
+class WriterLease:
+    """What a consumer holds while it writes a prefix (see :meth:`RedisFeatureStore.claim`).
+
+    ``value`` is the writer lock's value, ``<owner id>#<fencing token>``; ``epoch`` names
+    the prefix's state since it was last created; ``writes`` is the count of fenced writes
+    the store must show before this owner's next one.
+    """
+
+    value: str
+    epoch: str
+    writes: int
+
+
 class RedisFeatureStore:
     """Feature store on a Redis server; see the module docstring for the key layout."""
 
@@ -99,14 +123,21 @@ class RedisFeatureStore:
         self.prefix = prefix
         self.seen_buckets = seen_buckets  # wanted for a new prefix; see _buckets()
         self._buckets_in_use: int | None = None
+        # Set by claim(): every write is then fenced (see _transaction and apply.lua).
+        self.lease: WriterLease | None = None
         source = resources.files("consumer").joinpath("lua/apply.lua").read_text()
         self._apply = client.register_script(source)
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = "insiders:", seen_buckets: int = SEEN_BUCKETS
+        cls,
+        url: str,
+        prefix: str = "insiders:",
+        seen_buckets: int = SEEN_BUCKETS,
+        timeout: float = 60.0,
+        check: bool = True,
     ) -> RedisFeatureStore:
-        return cls(connect(url), prefix, seen_buckets)
+        return cls(connect(url, timeout, check), prefix, seen_buckets)
 
     def _buckets(self) -> int:
         """The prefix's bucket count for applied event ids, fixed at its first apply.
@@ -136,7 +167,7 @@ class RedisFeatureStore:
         lines: Sequence[tuple[int, InvoiceLine]],
         last_offset: int,
     ) -> ApplyResult:
-        args: list[Any] = [self.prefix, f"{topic}:{partition}", last_offset]
+        args: list[Any] = [self.prefix, f"{topic}:{partition}", last_offset, *self._guard_args()]
         extend = args.extend
         buckets = self._buckets()
         crc32 = zlib.crc32
@@ -155,7 +186,15 @@ class RedisFeatureStore:
                     crc32(line.event_id.encode()) % buckets if buckets else "",
                 )
             )
-        applied, duplicates, stale = self._apply(args=args)
+        try:
+            applied, duplicates, stale = self._apply(args=args)
+        except redis.ResponseError as exc:
+            what = str(exc).partition("INSIDERS_DIVERGED ")[2]
+            if not what:
+                raise
+            raise self._diverged(what) from None
+        if self.lease is not None:
+            self.lease.writes += 1
         return ApplyResult(applied, duplicates, stale)
 
     def pending(self) -> list[str]:
@@ -170,31 +209,33 @@ class RedisFeatureStore:
         ]
 
     def commit_step(self, result: StepResult, model: bytes) -> None:
-        pipe = self.client.pipeline(transaction=True)
         insiders = self._key("insiders")
-        for cid, status in result.statuses.items():
-            pipe.hset(
-                self._key("c:" + cid),
-                mapping={
-                    "seg": "" if status.segment is None else status.segment,
-                    "ins": int(status.insider),
-                    "since": "" if status.insider_since is None else status.insider_since,
-                    "seq": status.sequence,
-                    "mv": status.model_version,
-                },
-            )
-            if status.insider and status.insider_since is not None:
-                pipe.zadd(insiders, {cid: status.insider_since})
-            else:
-                pipe.zrem(insiders, cid)
-        for event in result.events:
-            doc = orjson.dumps(event.as_dict())
-            pipe.xadd(self._key("events"), {"e": doc})
-            pipe.rpush(self._key("h:" + event.customer_id), doc)
-            pipe.hincrby(self._key("event_counts"), f"{event.type}:{event.reason.code}", 1)
-        pipe.set(self._key("model"), model)
-        pipe.delete(self._key("pending"))
-        pipe.execute()
+
+        def build(pipe: Any) -> None:
+            for cid, status in result.statuses.items():
+                pipe.hset(
+                    self._key("c:" + cid),
+                    mapping={
+                        "seg": "" if status.segment is None else status.segment,
+                        "ins": int(status.insider),
+                        "since": "" if status.insider_since is None else status.insider_since,
+                        "seq": status.sequence,
+                        "mv": status.model_version,
+                    },
+                )
+                if status.insider and status.insider_since is not None:
+                    pipe.zadd(insiders, {cid: status.insider_since})
+                else:
+                    pipe.zrem(insiders, cid)
+            for event in result.events:
+                doc = orjson.dumps(event.as_dict())
+                pipe.xadd(self._key("events"), {"e": doc})
+                pipe.rpush(self._key("h:" + event.customer_id), doc)
+                pipe.hincrby(self._key("event_counts"), f"{event.type}:{event.reason.code}", 1)
+            pipe.set(self._key("model"), model)
+            pipe.delete(self._key("pending"))
+
+        self._transaction(build)
 
     def watermark(self) -> int | None:
         return _int(self.client.get(self._key("watermark")))
@@ -255,30 +296,125 @@ class RedisFeatureStore:
         return page.events, page.next_cursor
 
     def mark_published(self, cursor: str) -> None:
-        self.client.set(self._key("events:published"), cursor)
+        self._transaction(lambda pipe: pipe.set(self._key("events:published"), cursor))
 
-    # The writer lock: the model has one writer per prefix (see README, "Commands").
+    # The writer lock and its lease: the model has one writer per prefix (docs/reliability.md).
     _IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
     _RENEW = _IF_OWNER.format("'EXPIRE', KEYS[1], ARGV[2]")
     _RELEASE = _IF_OWNER.format("'DEL', KEYS[1]")
 
-    def acquire_writer(self, owner: str, ttl: int, wait: float) -> str | None:
-        """Take the writer lock, waiting up to ``wait`` s; None if taken, else who holds it."""
+    def claim(
+        self,
+        owner: str,
+        ttl: int,
+        wait: float,
+        stop: threading.Event | None = None,
+    ) -> WriterLease:
+        """Take the writer lock (waiting up to ``wait`` s) and lease the prefix's state.
+
+        Each claim draws a new fencing token and bumps the write counter, so a transaction
+        prepared by an earlier owner fails, and this lease's writes are refused if anyone
+        else claims after it. A prefix with no epoch (new, or emptied) gets a fresh one.
+        Raises :class:`StoreDiverged` naming the holder if the lock stays taken.
+        """
         key = self._key("writer")
         deadline = time.monotonic() + wait
         while True:
-            if self.client.set(key, owner, nx=True, ex=ttl):
-                return None
+            current: Any = self.client.get(key)
+            if current is not None and _str(current).split("#")[0] == owner:
+                value = _str(current)  # ours already (a re-claim after an outage)
+                break
+            token = int(self.client.incr(self._key("fence")))
+            value = f"{owner}#{token}"
+            if self.client.set(key, value, nx=True, ex=ttl):
+                break
             holder: Any = self.client.get(key)
-            if time.monotonic() >= deadline:
-                return _str(holder) if holder is not None else "someone"
-            time.sleep(0.5)
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                name = _str(holder).split("#")[0] if holder is not None else "someone"
+                raise StoreDiverged(f"{name} holds the writer lock", holder=name)
+            if stop is not None:
+                stop.wait(0.5)
+            else:
+                time.sleep(0.5)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self._key("epoch"), uuid.uuid4().hex, nx=True)
+        pipe.get(self._key("epoch"))
+        pipe.incr(self._key("writes"))
+        pipe.expire(key, ttl)
+        _, epoch, writes, _ = pipe.execute()
+        self._buckets_in_use = None  # the prefix may have been emptied since we looked
+        self.lease = WriterLease(value, _str(epoch), int(writes))
+        return self.lease
 
-    def renew_writer(self, owner: str, ttl: int) -> bool:
-        return bool(self.client.eval(self._RENEW, 1, self._key("writer"), owner, ttl))
+    def renew(self, ttl: int) -> bool:
+        """Extend the lease's lock; False if this lease no longer holds it."""
+        lease = self.lease
+        if lease is None:
+            return False
+        return bool(self.client.eval(self._RENEW, 1, self._key("writer"), lease.value, ttl))
 
-    def release_writer(self, owner: str) -> None:
-        self.client.eval(self._RELEASE, 1, self._key("writer"), owner)
+    def release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.client.eval(self._RELEASE, 1, self._key("writer"), lease.value)
+
+    def holder(self) -> str | None:
+        """The owner id holding the writer lock now, if any."""
+        value: Any = self.client.get(self._key("writer"))
+        return None if value is None else _str(value).split("#")[0]
+
+    def _guard_args(self) -> list[Any]:
+        lease = self.lease
+        return ["", "", ""] if lease is None else [lease.value, lease.epoch, lease.writes]
+
+    def _diverged(self, what: str) -> StoreDiverged:
+        if what == "epoch":
+            return StoreDiverged(
+                f"Redis holds no state of prefix {self.prefix!r} any more, or another one "
+                "(emptied, or restarted without its data)"
+            )
+        if what == "writes":
+            return StoreDiverged(
+                f"Redis state of prefix {self.prefix!r} is not the one this consumer last wrote "
+                "(restored from an older save, or written by another consumer)"
+            )
+        holder = self.holder()
+        return StoreDiverged(
+            f"this consumer no longer holds the writer lock of prefix {self.prefix!r}"
+            + (f"; {holder} does" if holder else ""),
+            holder=holder,
+        )
+
+    def _transaction(self, build: Callable[[Any], None]) -> None:
+        """Run ``build``'s commands in one MULTI, fenced by the lease when there is one.
+
+        The write counter is WATCHed: a claim by anyone else, or a rollback, makes EXEC fail
+        rather than land a stale owner's write.
+        """
+        lease = self.lease
+        if lease is None:
+            pipe = self.client.pipeline(transaction=True)
+            build(pipe)
+            pipe.execute()
+            return
+        names = [self._key("writes"), self._key("epoch"), self._key("writer")]
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.watch(names[0], names[1])
+            writes, epoch, writer = pipe.mget(names)
+            if epoch is None or _str(epoch) != lease.epoch:
+                raise self._diverged("epoch")
+            if writer is None or _str(writer) != lease.value:
+                raise self._diverged("writer")
+            if writes is None or int(writes) != lease.writes:
+                raise self._diverged("writes")
+            pipe.multi()
+            build(pipe)
+            pipe.incr(names[0])
+            try:
+                pipe.execute()
+            except redis.WatchError:
+                raise self._diverged("writes") from None
+        lease.writes += 1
 
     def ping(self) -> bool:
         try:

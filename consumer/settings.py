@@ -26,11 +26,14 @@ class ConsumerSettings(ConnectionSettings):
     clock: Literal["event", "wall"] = "event"
     seed: int = 42
     segments: int = 4
-    # One consumer owns a prefix's model: a restarted one waits out a dead one's lock.
     # Buckets for applied event ids in Redis, fixed when a prefix is first written.
     seen_buckets: int = Field(default=8192, gt=0)
-    writer_ttl: int = 15
-    writer_wait: float = 20.0
+    # One consumer owns a prefix's model. Its lock lives writer_ttl s unless renewed (a
+    # heartbeat renews it every third of that); a restarted one waits out a dead one's lock.
+    writer_ttl: int = Field(default=10, ge=3)
+    writer_wait: float = Field(default=15.0, ge=0)
+    # How long the consumer waits for Redis or Kafka to answer again before it stops.
+    outage_seconds: float = Field(default=60.0, gt=0)
     # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.
     entry_margin: float = 0.3
     exit_margin: float = 0.3

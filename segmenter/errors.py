@@ -24,3 +24,15 @@ class InputFileError(InsidersError):
 
 class ServiceUnavailable(InsidersError):
     """Kafka or Redis did not answer."""
+
+
+class StoreDiverged(InsidersError):
+    """The store is not where this writer left it: emptied, rolled back, or taken over.
+
+    ``holder`` names the consumer that holds the writer lock now, if another one does;
+    then this process must stop. Otherwise it may re-claim the store and resume from it.
+    """
+
+    def __init__(self, detail: str, holder: str | None = None) -> None:
+        super().__init__(detail)
+        self.holder = holder

@@ -2,12 +2,26 @@
 -- Same rules as segmenter.features.CustomerState.apply (feature spec v1).
 --
 -- ARGV[1] key prefix, ARGV[2] "topic:partition", ARGV[3] last offset of the block,
--- then 9 values per line: offset, event_id, kind (P purchase, R return, I ignored),
+-- ARGV[4..6] the writer's lease: lock value, epoch and expected write count ('' for an
+-- unfenced store: tests and tools), then 9 values per line: offset, event_id, kind (P purchase, R return, I ignored),
 -- customer_id, invoice_no (the ignore reason for kind I), quantity, amount (micro-pounds,
 -- |quantity| * unit price), invoice time (epoch seconds), and the event id's bucket in
 -- seen:<bucket> ('' for a prefix that keeps its ids in the one set 'seen').
 -- Returns {applied, duplicates, stale}.
 local p = ARGV[1]
+-- The fence: refuse, before any write, a writer whose lease the store no longer honours.
+if ARGV[4] ~= '' then
+  if redis.call('GET', p .. 'epoch') ~= ARGV[5] then
+    return redis.error_reply('INSIDERS_DIVERGED epoch')
+  end
+  if redis.call('GET', p .. 'writer') ~= ARGV[4] then
+    return redis.error_reply('INSIDERS_DIVERGED writer')
+  end
+  if tonumber(redis.call('GET', p .. 'writes') or '-1') ~= tonumber(ARGV[6]) then
+    return redis.error_reply('INSIDERS_DIVERGED writes')
+  end
+  redis.call('INCR', p .. 'writes')
+end
 local offsets = p .. 'offsets'
 local stored = tonumber(redis.call('HGET', offsets, ARGV[2]) or '-1')
 local last = tonumber(ARGV[3])
@@ -22,7 +36,7 @@ local ignored = {}
 local applied, dup, stale = 0, 0, 0
 local wm = nil
 local n = #ARGV
-local i = 4
+local i = 7
 while i <= n do
   if tonumber(ARGV[i]) <= stored then
     stale = stale + 1

@@ -1,0 +1,182 @@
+"""The consumer as a service: the writer lease, its heartbeat, the block loop and recovery.
+
+Redis is the truth of progress. The service claims the prefix (a writer lock with a
+fencing token, see :meth:`RedisFeatureStore.claim`), reads each partition from the offset
+after the last one Redis holds, and renews the lock from a heartbeat thread, so neither a
+long step nor a slow start loses it. When the store is not where this process left it
+(Redis emptied or restarted, a write whose answer was lost, an outage), the service does
+not go on over it: it claims the store again, rebuilds the pipeline from what Redis holds
+now (from nothing, if Redis lost everything) and rewinds the source to match. Only a lock
+taken by another consumer, or an outage longer than ``outage_seconds``, stops it, with
+one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+import redis
+
+from consumer.pipeline import Pipeline, PipelineStats
+from consumer.ports import SourceRecord
+from consumer.redis_store import RedisFeatureStore
+from segmenter.errors import InsidersError, ServiceUnavailable, StoreDiverged
+
+log = logging.getLogger("insiders")
+
+# Errors after which Redis may answer again: wait for it, then resume from what it holds.
+REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
+
+
+class RewindableSource(Protocol):
+    stopping: bool
+
+    def blocks(self) -> Iterator[list[SourceRecord]]: ...
+
+    def commit(self, block: Sequence[SourceRecord]) -> None: ...
+
+    def rewind(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Heartbeat:
+    """Renews the writer lock every ``ttl / 3`` seconds, whatever the main loop is doing."""
+
+    def __init__(self, store: RedisFeatureStore, ttl: int) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        held = True
+        while not self._halt.wait(self.ttl / 3):
+            try:
+                renewed = self.store.renew(self.ttl)
+            except redis.RedisError as exc:
+                log.debug("heartbeat: Redis did not answer: %s", exc)
+                continue
+            if held and not renewed:
+                # The fence refuses this process's next write; the loop handles it there.
+                log.warning("heartbeat: the writer lock is no longer this consumer's")
+            held = renewed
+
+
+class ConsumerService:
+    """Runs one consumer process over a Redis store until the source ends or a stop."""
+
+    def __init__(
+        self,
+        store: RedisFeatureStore,
+        make_pipeline: Callable[[], Pipeline],
+        owner: str,
+        ttl: int,
+        wait: float,
+        outage_seconds: float,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.make_pipeline = make_pipeline
+        self.owner = owner
+        self.ttl = ttl
+        self.wait = wait
+        self.outage_seconds = outage_seconds
+        self.stop = stop
+        self.stats = PipelineStats()
+        self.recoveries = 0
+
+    def claim(self) -> None:
+        """Take the prefix, or fail in one line naming who holds it."""
+        try:
+            self.store.claim(self.owner, self.ttl, self.wait, self.stop)
+        except StoreDiverged as exc:
+            if self.stop.is_set():
+                return  # a stop came while waiting for the lock: nothing was taken
+            raise InsidersError(
+                f"another consumer ({exc.holder}) owns the model under Redis prefix "
+                f"{self.store.prefix!r}; stop it, or give this one its own INSIDERS_REDIS_PREFIX"
+            ) from None
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        """Where to read a partition from: right after the last offset the store holds."""
+        return self.store.stored_offset(topic, partition) + 1
+
+    def run(
+        self, source: RewindableSource, on_block: Callable[[int], None] | None = None
+    ) -> PipelineStats:
+        """Process blocks until the source ends or a stop is requested; returns the stats."""
+        heartbeat = Heartbeat(self.store, self.ttl)
+        heartbeat.start()
+        recovering = False
+        try:
+            while True:
+                try:
+                    if recovering:
+                        self.recoveries += 1
+                        self.claim()
+                        source.rewind()
+                    self._run_once(source, on_block)
+                    return self.stats
+                except StoreDiverged as exc:
+                    if exc.holder is not None and exc.holder != self.owner:
+                        raise InsidersError(f"stopped: {exc}") from None
+                    log.warning("%s: resuming from what Redis holds now", exc)
+                except REDIS_OUTAGE as exc:
+                    self._wait_for_redis(exc)
+                if self.stop.is_set():
+                    return self.stats
+                recovering = True
+        finally:
+            heartbeat.stop()
+            self.release()
+
+    def release(self) -> None:
+        """Give the lock up now (it would expire by itself after the TTL)."""
+        try:
+            self.store.release()
+        except redis.RedisError as exc:
+            log.warning("could not release the writer lock (it expires in %ds): %s", self.ttl, exc)
+
+    def _run_once(self, source: RewindableSource, on_block: Callable[[int], None] | None) -> None:
+        pipeline = self.make_pipeline()
+        try:
+            for block in source.blocks():
+                pipeline.process(block)
+                source.commit(block)
+                if on_block is not None:
+                    on_block(len(block))
+        finally:
+            self.stats.absorb(pipeline.stats)
+
+    def _wait_for_redis(self, error: Exception) -> None:
+        """Wait, with backoff, until Redis answers; a one-line error after the budget."""
+        log.warning("Redis did not answer (%s); retrying for up to %gs", error, self.outage_seconds)
+        deadline = time.monotonic() + self.outage_seconds
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                self.store.client.ping()
+                log.info("Redis answers again")
+                return
+            except redis.RedisError as exc:
+                error = exc
+            if time.monotonic() + delay > deadline:
+                break
+            self.stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+        raise ServiceUnavailable(
+            f"Redis did not answer for {self.outage_seconds:g}s ({error}); stopped. "
+            "The next start resumes from what Redis holds"
+        )
