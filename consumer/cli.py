@@ -16,15 +16,17 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from consumer.ports import EventSink, FeatureStore, SourceRecord
 from consumer.settings import ConsumerSettings
 from consumer.signals import Stopper
 from segmenter.errors import InsidersError
+
+if TYPE_CHECKING:  # the model (river) takes a second to import: main() must start at once
+    from consumer.ports import EventSink, FeatureStore, SourceRecord
 
 log = logging.getLogger("insiders")
 
@@ -188,6 +190,7 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
             exit_at_end=args.exit_at_end,
             start_offset=service.start_offset,
             accept_gap=args.accept_gap,
+            outage_seconds=settings.outage_seconds,
         )
         sources.append(source)
         if stopper.requested.is_set():
@@ -578,14 +581,19 @@ def _main(argv: Sequence[str] | None, stopper: Stopper) -> int:
     try:
         return int(args.func(args, settings_from(args)))
     except ValidationError as error:
-        print(f"insiders: error: {setting_error(error)}", file=sys.stderr)
-        return 2
+        return fail(setting_error(error))
     except InsidersError as error:
-        print(f"insiders: error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error))
     except KeyboardInterrupt:
         print("insiders: interrupted", file=sys.stderr)
         return 130
+
+
+def fail(message: str) -> int:
+    """Print the error as one line; kafka-python's clients would log more on their way out."""
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    print(f"insiders: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

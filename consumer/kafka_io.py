@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from consumer.ports import SourceRecord
@@ -79,6 +80,9 @@ def producer(bootstrap: str, **config: Any) -> KafkaProducer:
         raise _unavailable(bootstrap, exc) from None
 
 
+Message = tuple[str, bytes | None, bytes, list[Any] | None]  # topic, key, value, headers
+
+
 class ConfirmedProducer:
     """Sends that are known to be acknowledged by the broker when :meth:`confirm` returns.
 
@@ -92,14 +96,22 @@ class ConfirmedProducer:
     def __init__(self, bootstrap: str, give_up_after: float = 60.0, **config: Any) -> None:
         self.bootstrap = bootstrap
         self.give_up_after = give_up_after
-        delivery_ms = int(max(give_up_after, 1.0) * 1000)
+        # The producer's own retries take a third of the budget, so that its verdict on a
+        # record comes in time for us to send it again (it needs delivery > linger + request).
+        delivery_ms = max(1000, int(give_up_after * 1000 / 3))
+        request_ms = min(30_000, delivery_ms // 2)
+        # Not idempotent: kafka-python's idempotent producer never completes the futures of a
+        # batch the broker refused, so a refusal could not be seen. One request in flight
+        # keeps the order; a re-send may duplicate a record, and readers dedupe by its id.
         self.producer = producer(
             bootstrap,
             delivery_timeout_ms=delivery_ms,
-            request_timeout_ms=min(30_000, delivery_ms),
+            request_timeout_ms=request_ms,
+            enable_idempotence=False,
+            max_in_flight_requests_per_connection=1,
             **config,
         )
-        self._inflight: list[tuple[Any, tuple[str, bytes | None, bytes, list[Any] | None]]] = []
+        self._inflight: list[tuple[Any, Message]] = []
 
     def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[Any] | None = None
@@ -109,7 +121,7 @@ class ConfirmedProducer:
         if len(self._inflight) >= 50_000:  # a long publish: keep only what is still open
             self._inflight = [(f, m) for f, m in self._inflight if not f.succeeded()]
 
-    def _send(self, message: tuple[str, bytes | None, bytes, list[Any] | None]) -> Any:
+    def _send(self, message: Message) -> Any:
         topic, key, value, headers = message
         return self.producer.send(topic, key=key, value=value, headers=headers)
 
@@ -118,33 +130,48 @@ class ConfirmedProducer:
         deadline = time.monotonic() + self.give_up_after
         delay = 0.5
         while self._inflight:
-            try:
-                self.producer.flush(timeout=max(deadline - time.monotonic(), 1.0))
-            except KafkaError as exc:  # KafkaTimeoutError: the broker is away
-                log.warning("Kafka did not acknowledge sends in time: %s", exc)
-            failed = [(f, m) for f, m in self._inflight if not f.is_done or f.failed()]
+            with contextlib.suppress(KafkaError):  # each record's own verdict is read below
+                self.producer.flush(timeout=max(deadline - time.monotonic(), 0.1))
+            failed: list[tuple[Message, Exception]] = []
+            for future, message in self._inflight:
+                try:
+                    future.get(timeout=max(deadline - time.monotonic(), 0.1))
+                except KafkaError as exc:
+                    failed.append((message, exc))
+            self._inflight = []
             if not failed:
-                self._inflight = []
                 return
-            error = next((f.exception for f, _ in failed if f.is_done), None)
+            # The broker's own answer says more than our having stopped waiting for one.
+            answers = [e for _, e in failed if not isinstance(e, KafkaTimeoutError)]
+            error = (answers or [failed[-1][1]])[-1]
+            topic = failed[0][0][0]
             if time.monotonic() + delay > deadline:
                 raise ServiceUnavailable(
                     f"Kafka at {self.bootstrap} did not acknowledge {len(failed):,} record(s) "
-                    f"to {failed[0][1][0]} within {self.give_up_after:g}s (last error: {error})"
+                    f"to {topic} within {self.give_up_after:g}s (last error: {error})"
                 )
             log.warning(
-                "Kafka refused %d record(s) to %s (%s); sending again in %.1fs",
+                "Kafka did not take %d record(s) to %s (%s); sending again in %.1fs",
                 len(failed),
-                failed[0][1][0],
+                topic,
                 error,
                 delay,
             )
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
-            self._inflight = [(f if not f.is_done else self._send(m), m) for f, m in failed]
+            self._inflight = [(self._send(m), m) for m, _ in failed]
 
     def close(self) -> None:
-        self.producer.close(timeout=5)
+        """Close; what was never confirmed is the caller's to send again (it marked nothing)."""
+        try:
+            self.producer.close(timeout=5)
+        except KafkaError:
+            # kafka-python's close() stops at a flush that times out and leaves the producer
+            # open (its finaliser would try again at exit, noisily): end it here.
+            sender = getattr(self.producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+            self.producer._closed = True
 
 
 def dlq_topic(topic: str) -> str:
@@ -220,7 +247,12 @@ class KafkaInvoiceSource:
         poll_timeout_ms: int = 500,
         start_offset: StartOffset | None = None,
         accept_gap: bool = False,
+        outage_seconds: float = 60.0,
     ) -> None:
+        self.bootstrap = bootstrap
+        self.outage_seconds = outage_seconds
+        self._heard_from_broker = time.monotonic()
+        self._last_check = 0.0
         self.topic = topic
         self.block_size = block_size
         self.exit_at_end = exit_at_end
@@ -270,7 +302,10 @@ class KafkaInvoiceSource:
         """Position each partition where the store says it left off."""
         if self.start_offset is None:
             return
-        earliest = self.consumer.beginning_offsets(list(tps))
+        try:
+            earliest = self.consumer.beginning_offsets(list(tps), timeout_ms=10_000)
+        except KafkaError as exc:
+            raise _unavailable(self.bootstrap, exc) from None
         for tp in tps:
             start = self.start_offset(tp.topic, tp.partition)
             first = earliest.get(tp, 0)
@@ -313,6 +348,10 @@ class KafkaInvoiceSource:
         live = not self.exit_at_end
         while not self.stopping:
             polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            if polled:
+                self._heard_from_broker = time.monotonic()
+            else:
+                self._check_broker()
             ready: list[list[SourceRecord]] = []
             for tp, messages in polled.items():
                 buffer = self.buffers.setdefault(tp, [])
@@ -341,6 +380,30 @@ class KafkaInvoiceSource:
                 yield []  # an idle tick: the pipeline sweeps Insiders as the clock moves
             if self.exit_at_end and self._at_end():
                 return
+
+    def _check_broker(self, every: float = 5.0) -> None:
+        """An idle poll cannot tell a quiet topic from a broker that is away: ask the broker.
+
+        kafka-python reconnects forever; past ``outage_seconds`` without an answer, stop.
+        """
+        now = time.monotonic()
+        if now - self._last_check < every:
+            return
+        self._last_check = now
+        try:
+            self.consumer.end_offsets(sorted(self.consumer.assignment()), timeout_ms=3000)
+        except KafkaError as exc:
+            away = now - self._heard_from_broker
+            if away > self.outage_seconds:
+                raise ServiceUnavailable(
+                    f"Kafka at {self.bootstrap} did not answer for {away:.0f}s ({exc}); stopped. "
+                    "The next start resumes from what Redis holds"
+                ) from None
+            log.warning(
+                "Kafka did not answer (%s); retrying for up to %gs", exc, self.outage_seconds
+            )
+        else:
+            self._heard_from_broker = now
 
     def _look_for_new_partitions(self, every: float = 30.0) -> None:
         now = time.monotonic()

@@ -99,8 +99,9 @@ class ConsumerService:
 
     def claim(self) -> None:
         """Take the prefix, or fail in one line naming who holds it."""
+        before = self.store.lease
         try:
-            self.store.claim(self.owner, self.ttl, self.wait, self.stop)
+            lease = self.store.claim(self.owner, self.ttl, self.wait, self.stop)
         except StoreDiverged as exc:
             if self.stop.is_set():
                 return  # a stop came while waiting for the lock: nothing was taken
@@ -108,6 +109,12 @@ class ConsumerService:
                 f"another consumer ({exc.holder}) owns the model under Redis prefix "
                 f"{self.store.prefix!r}; stop it, or give this one its own INSIDERS_REDIS_PREFIX"
             ) from None
+        if before is not None and before.epoch != lease.epoch:
+            log.warning(
+                "Redis holds no state of prefix %r any more (emptied, or restarted without "
+                "its data): rebuilding it from the earliest offsets",
+                self.store.prefix,
+            )
 
     def start_offset(self, topic: str, partition: int) -> int:
         """Where to read a partition from: right after the last offset the store holds."""
@@ -127,12 +134,13 @@ class ConsumerService:
                         self.recoveries += 1
                         self.claim()
                         source.rewind()
+                        log.warning("resuming from what Redis holds now")
                     self._run_once(source, on_block)
                     return self.stats
                 except StoreDiverged as exc:
                     if exc.holder is not None and exc.holder != self.owner:
                         raise InsidersError(f"stopped: {exc}") from None
-                    log.warning("%s: resuming from what Redis holds now", exc)
+                    log.warning("%s", exc)
                 except REDIS_OUTAGE as exc:
                     self._wait_for_redis(exc)
                 if self.stop.is_set():

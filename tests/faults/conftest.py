@@ -29,3 +29,6 @@ def throwaway_redis_aof(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+from tests.faults.broker_fixture import kafka_broker  # noqa: E402, F401  (offered to every test)

@@ -1,0 +1,88 @@
+"""The writer lease on real Redis: a store that is not as its owner left it refuses the write.
+
+Each case is what an owner meets after a pause (another consumer claimed the prefix), after
+Redis lost its data (no epoch), or after a rollback to an older save (the write count is
+behind). In each the write is refused before it changes anything.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.redis_store import RedisFeatureStore
+from segmenter.errors import StoreDiverged
+from segmenter.segmentation import StepResult
+from tests.consumer.test_redis_store import LINES
+
+
+def offsets(store: RedisFeatureStore) -> dict:
+    return store.client.hgetall(store.prefix + "offsets")
+
+
+def test_a_paused_owner_is_fenced_out_by_the_next_claim(redis_client, redis_prefix):
+    first = RedisFeatureStore(redis_client, redis_prefix)
+    first.claim("host:1:aaaa", ttl=30, wait=0)
+    first.apply("t", 0, list(enumerate(LINES[:2])), 1)
+    # The first owner pauses past its lock's life; another consumer takes the prefix.
+    redis_client.delete(redis_prefix + "writer")
+    second = RedisFeatureStore(redis_client, redis_prefix)
+    second.claim("host:2:bbbb", ttl=30, wait=0)
+    before = offsets(first)
+
+    with pytest.raises(StoreDiverged) as refused:
+        first.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    assert refused.value.holder == "host:2:bbbb"
+    with pytest.raises(StoreDiverged):
+        first.commit_step(StepResult(), b"stale model")
+    with pytest.raises(StoreDiverged):
+        first.mark_published("1-0")
+    assert offsets(first) == before
+    assert redis_client.get(redis_prefix + "model") is None
+    # The new owner writes on.
+    assert second.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1).applied == len(LINES) - 2
+
+
+def test_each_claim_draws_a_new_fencing_token(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    first = store.claim("host:1:aaaa", ttl=30, wait=0).value
+    store.release()
+    second = store.claim("host:1:aaaa", ttl=30, wait=0).value
+    assert first.split("#")[0] == second.split("#")[0] == "host:1:aaaa"
+    assert int(second.split("#")[1]) == int(first.split("#")[1]) + 1
+
+
+def test_a_claimed_lock_is_refused_to_another_owner_in_time(redis_client, redis_prefix):
+    RedisFeatureStore(redis_client, redis_prefix).claim("host:1:aaaa", ttl=30, wait=0)
+    with pytest.raises(StoreDiverged) as refused:
+        RedisFeatureStore(redis_client, redis_prefix).claim("host:2:bbbb", ttl=30, wait=0.6)
+    assert refused.value.holder == "host:1:aaaa"
+
+
+def test_a_store_that_lost_its_data_refuses_the_write(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+    store.apply("t", 0, list(enumerate(LINES[:2])), 1)
+    for key in redis_client.scan_iter(match=redis_prefix + "*"):
+        redis_client.delete(key)  # what a restart without persistence leaves
+
+    with pytest.raises(StoreDiverged) as refused:
+        store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    assert refused.value.holder is None  # nobody else: the owner may claim again and rebuild
+    assert "holds no state" in str(refused.value)
+    assert list(redis_client.scan_iter(match=redis_prefix + "*")) == []
+    # Claiming again starts a new epoch, and writes go on from nothing.
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+    assert store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1).applied == len(LINES)
+
+
+def test_a_store_rolled_back_to_an_older_save_refuses_the_write(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+    store.apply("t", 0, list(enumerate(LINES[:2])), 1)
+    store.commit_step(StepResult(), b"model after block 1")
+    redis_client.decr(redis_prefix + "writes")  # the last write is not in the save
+
+    with pytest.raises(StoreDiverged) as refused:
+        store.commit_step(StepResult(), b"model after block 2")
+    assert "not the one this consumer last wrote" in str(refused.value)
+    assert redis_client.get(redis_prefix + "model") == b"model after block 1"
