@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import orjson
 import redis
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import AfterValidator
 
 from api import dashboard, metrics
 from api.report import current_report, current_segmenter
@@ -28,6 +29,7 @@ from api.schemas import (
     CustomerStatus,
     Driver,
     ErrorBody,
+    Event,
     EventPage,
     Features,
     Health,
@@ -38,8 +40,10 @@ from api.schemas import (
     Stats,
     Why,
 )
+from api.security import ApiKeys, require_key, require_page_key
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
+from segmenter.errors import CheckpointError
 from segmenter.explain import explain
 from segmenter.features import features_of, to_datetime
 from segmenter.segmentation import Segmenter
@@ -48,17 +52,23 @@ CUSTOMER_ID_PATTERN = r"^[0-9A-Za-z_.-]{1,64}$"
 # Event cursors: a position in the in-memory outbox ("42") or a Redis stream id ("1700-0");
 # empty means from the start.
 CURSOR_PATTERN = r"^([0-9]{1,20}(-[0-9]{1,20})?)?$"
+# Bounds the stores can take: past them a request is the client's error (422), not a 500.
+MAX_OFFSET = 10**9
+MAX_LIMIT = 1000
+STREAM_ID_PART = 2**64  # each part of a Redis stream id is an unsigned 64-bit number
 
 NowFn = Callable[[FeatureStore], int | None]
 
 # Every route answers 503 with an ErrorBody when the store does not answer. Routes whose
 # success is not JSON (the page, the metrics) say the error is JSON all the same.
 UNAVAILABLE = "The store (Redis) did not answer"
+ERROR_JSON = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 UNAVAILABLE_JSON: dict[int | str, dict[str, Any]] = {
-    503: {
-        "description": UNAVAILABLE,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-    }
+    503: {"description": UNAVAILABLE, "content": ERROR_JSON}
+}
+# With keys set, a request without a valid one gets a 401 (JSON, on every route).
+UNAUTHORIZED_JSON: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown one", "content": ERROR_JSON}
 }
 
 log = logging.getLogger("insiders.api")
@@ -85,6 +95,46 @@ def masked(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def valid_cursor(cursor: str | None) -> str | None:
+    """``cursor`` if a store can read after it (the pattern is checked before).
+
+    >>> valid_cursor("1700000000000-3"), valid_cursor(None)
+    ('1700000000000-3', None)
+    >>> valid_cursor("18446744073709551616")
+    Traceback (most recent call last):
+    ValueError: each part of a cursor must be below 2**64
+    """
+    if cursor:
+        parts = [int(part) for part in cursor.split("-")]
+        if any(part >= STREAM_ID_PART for part in parts):
+            raise ValueError("each part of a cursor must be below 2**64")
+        if parts == [STREAM_ID_PART - 1] * 2:
+            raise ValueError("no event can come after the largest cursor")
+    return cursor
+
+
+def read_events(store: FeatureStore, after: str | None, limit: int, loc: tuple[str, str]) -> Any:
+    """The store's page after ``after``; a cursor of the other store's kind is a 422 at ``loc``."""
+    try:
+        return store.events(after, limit)
+    except ValueError:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": loc,
+                    "msg": f"not a cursor of the {store.backend} store",
+                    "input": after,
+                }
+            ]
+        ) from None
+
+
+def event_body(stored: dict[str, Any]) -> bytes:
+    """A stored event as the API serves it (times with their offset), as JSON."""
+    return Event.model_validate(stored).model_dump_json().encode()
+
+
 def get_store(request: Request) -> FeatureStore:
     store: FeatureStore = request.app.state.store
     return store
@@ -99,6 +149,18 @@ Store = Annotated[FeatureStore, Depends(get_store)]
 Now = Annotated[int | None, Depends(get_now)]
 CustomerId = Annotated[
     str, Path(pattern=CUSTOMER_ID_PATTERN, description="customer id, e.g. 12347")
+]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Insiders to skip")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="most items in the answer")]
+Cursor = Annotated[
+    str | None,
+    Query(pattern=CURSOR_PATTERN, description="cursor to read after (`next_cursor`, an SSE id)"),
+    AfterValidator(valid_cursor),
+]
+LastEventId = Annotated[
+    str | None,
+    Header(pattern=CURSOR_PATTERN, description="the SSE id a reconnecting client saw last"),
+    AfterValidator(valid_cursor),
 ]
 
 
@@ -146,6 +208,7 @@ def create_app(
     stream_poll: float = 0.5,
     keepalive: float = 15.0,
     store_name: str | None = None,
+    keys: ApiKeys | None = None,
 ) -> FastAPI:
     """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall".
 
@@ -153,6 +216,8 @@ def create_app(
     ``keepalive`` how long it stays silent before it sends a comment line.
     ``store_name`` names the store in 503 answers (e.g. "Redis at redis://host:6379/0",
     its password masked); by default it is the store's backend.
+    ``keys``: with any, every route but ``/healthz`` (and the docs) needs one; without, all
+    are open.
     """
     name = store_name or f"the {store.backend} store"
     app = FastAPI(
@@ -162,6 +227,10 @@ def create_app(
         responses={503: {"model": ErrorBody, "description": UNAVAILABLE}},
     )
     app.state.store = store
+    app.state.api_keys = keys or ApiKeys()
+    # Every route of this router needs a key when keys are set. The dashboard checks its own,
+    # which a browser may send as a Basic password; /healthz and the docs hold no customer data.
+    api = APIRouter(dependencies=[Depends(require_key)], responses=UNAUTHORIZED_JSON)
     # Set by the server on SIGINT/SIGTERM: event streams end so the stop is not held up.
     app.state.stopping = threading.Event()
     stopping: threading.Event = app.state.stopping
@@ -169,7 +238,9 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @app.exception_handler(redis.RedisError)
     async def store_down(request: Request, exc: redis.RedisError) -> JSONResponse:
@@ -179,7 +250,15 @@ def create_app(
         log.warning("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.get(
+    @app.exception_handler(CheckpointError)
+    async def model_unusable(request: Request, exc: CheckpointError) -> JSONResponse:
+        # The stored checkpoint is not one we can read (corrupt, another version, or not
+        # ours): nothing in it ran. Answers that need the model wait for a good one.
+        detail = f"the model checkpoint in {name} is unusable: {exc}"
+        log.error("%s %s: %s", request.method, request.url.path, detail)
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @api.get(
         "/customers/{customer_id}",
         response_model=CustomerStatus,
         responses={404: {"model": ErrorBody}},
@@ -191,7 +270,7 @@ def create_app(
             raise HTTPException(404, f"customer {customer_id} not found (no purchases seen)")
         return status_of(customer, now, current_segmenter(store))
 
-    @app.get(
+    @api.get(
         "/customers/{customer_id}/history",
         response_model=History,
         responses={404: {"model": ErrorBody}},
@@ -204,7 +283,7 @@ def create_app(
         events = [HistoryEntry.model_validate(e) for e in store.history(customer_id)]
         return History(customer_id=customer_id, insider=customer.status.insider, events=events)
 
-    @app.get("/stats", response_model=Stats, summary="Counts of customers, Insiders and events")
+    @api.get("/stats", response_model=Stats, summary="Counts of customers, Insiders and events")
     def stats(store: Store, now: Now) -> Stats:
         segmenter = current_segmenter(store)
         rules = segmenter.policy.settings if segmenter is not None else None
@@ -217,12 +296,12 @@ def create_app(
             policy=dataclasses.asdict(rules) if rules is not None else {},
         )
 
-    @app.get("/insiders", response_model=InsiderPage, summary="Current Insiders, by entry time")
+    @api.get("/insiders", response_model=InsiderPage, summary="Current Insiders, by entry time")
     def list_insiders(
         store: Store,
         now: Now,
-        offset: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Offset = 0,
+        limit: Limit = 100,
     ) -> InsiderPage:
         customers, total = store.insiders(offset, limit)
         end = offset + len(customers)
@@ -234,18 +313,12 @@ def create_app(
             items=[status_of(c, now) for c in customers],
         )
 
-    @app.get("/events", response_model=EventPage, summary="Insider entries and exits, oldest first")
-    def list_events(
-        store: Store,
-        after: Annotated[
-            str | None, Query(pattern=CURSOR_PATTERN, description="cursor to read after")
-        ] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> EventPage:
-        page = store.events(after, limit)
-        return EventPage(events=page.events, next_cursor=page.next_cursor)
+    @api.get("/events", response_model=EventPage, summary="Insider entries and exits, oldest first")
+    def list_events(store: Store, after: Cursor = None, limit: Limit = 100) -> EventPage:
+        page = read_events(store, after, limit, ("query", "after"))
+        return EventPage.model_validate({"events": page.events, "next_cursor": page.next_cursor})
 
-    @app.get(
+    @api.get(
         "/events/stream",
         summary="Insider entries and exits as server-sent events, live",
         response_class=StreamingResponse,
@@ -254,10 +327,8 @@ def create_app(
     async def stream_events(
         request: Request,
         store: Store,
-        after: Annotated[
-            str | None, Query(pattern=CURSOR_PATTERN, description="cursor to start after")
-        ] = None,
-        last_event_id: Annotated[str | None, Header(pattern=CURSOR_PATTERN)] = None,
+        after: Cursor = None,
+        last_event_id: LastEventId = None,
     ) -> StreamingResponse:
         """Every event after the cursor, then new ones as they come. Each carries its
         cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`.
@@ -266,7 +337,8 @@ def create_app(
         start = last_event_id or after
         # Read the first page before answering: a subscriber arriving while the store is
         # down gets the 503, like every other route.
-        first = await run_in_threadpool(store.events, start, 100)
+        loc = ("header", "last-event-id") if last_event_id else ("query", "after")
+        first = await run_in_threadpool(read_events, store, start, 100, loc)
 
         async def frames() -> AsyncIterator[bytes]:
             cursor, quiet, down = start, 0.0, False
@@ -287,7 +359,7 @@ def create_app(
                     for event, event_cursor in zip(page.events, page.cursors, strict=True):
                         yield (
                             f"id: {event_cursor}\nevent: {event['type']}\ndata: ".encode()
-                            + orjson.dumps(event)
+                            + event_body(event)
                             + b"\n\n"
                         )
                     if page.events:
@@ -306,20 +378,21 @@ def create_app(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @app.get("/report", response_model=Report, summary="The business report, live")
+    @api.get("/report", response_model=Report, summary="The business report, live")
     def report(store: Store, now: Now) -> Report:
         return current_report(store, now)
 
     @app.get(
         "/dashboard",
         response_class=HTMLResponse,
-        responses=UNAVAILABLE_JSON,
+        dependencies=[Depends(require_page_key)],
+        responses={**UNAVAILABLE_JSON, **UNAUTHORIZED_JSON},
         summary="The business report as a page for people",
     )
     def show_dashboard(store: Store, now: Now) -> HTMLResponse:
         return HTMLResponse(dashboard.render(current_report(store, now)))
 
-    @app.get(
+    @api.get(
         "/metrics",
         response_class=PlainTextResponse,
         responses=UNAVAILABLE_JSON,
@@ -344,4 +417,5 @@ def create_app(
             return JSONResponse(body.model_dump(), status_code=503)
         return Health(status="ok", store=store.backend, customers=store.customer_count())
 
+    app.include_router(api)
     return app

@@ -16,7 +16,11 @@ EVENT_PAGE = 1000
 
 
 def current_segmenter(store: FeatureStore) -> Segmenter | None:
-    """The consumer's latest checkpoint (model and policy), read fresh for every answer."""
+    """The consumer's latest checkpoint (model and policy), read fresh for every answer.
+
+    A checkpoint that is not valid raises :class:`~segmenter.errors.CheckpointError`
+    (the app answers 503); it is JSON data, so reading it never runs anything.
+    """
     blob = store.model_checkpoint()
     return Segmenter.from_checkpoint(blob) if blob is not None else None
 

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC. Event time is the retailer's clock, stored without a zone: the API
+    reads it as UTC, so every time it answers carries its offset.
+
+    >>> as_utc(datetime(2011, 12, 9, 12, 50)).isoformat()
+    '2011-12-09T12:50:00+00:00'
+    """
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# A time in an answer: ISO 8601 with its offset, always "+00:00" (pydantic would write "Z";
+# this is what Python's isoformat() gives, and the event time on Kafka plus its offset).
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(as_utc),
+    PlainSerializer(lambda moment: moment.isoformat(), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class Features(BaseModel):
@@ -15,8 +35,8 @@ class Features(BaseModel):
     units: int
     returned_value: float = Field(description="Σ |quantity| × unit price over returns, £")
     returned_units: int
-    first_purchase_at: datetime | None
-    last_purchase_at: datetime | None
+    first_purchase_at: UtcDatetime | None
+    last_purchase_at: UtcDatetime | None
     recency_days: float | None = Field(description="days since the last purchase, as of `as_of`")
     frequency: float | None = Field(description="purchase invoices per 30 days")
     avg_ticket: float | None = Field(description="revenue per invoice, £")
@@ -45,19 +65,38 @@ class Why(BaseModel):
 class CustomerStatus(BaseModel):
     customer_id: str
     insider: bool
-    insider_since: datetime | None
+    insider_since: UtcDatetime | None
     segment: int | None = Field(description="value rank of the customer's segment; 1 = Insiders")
     model_version: int
-    as_of: datetime | None = Field(description="the clock value time features are computed at")
+    as_of: UtcDatetime | None = Field(description="the clock value time features are computed at")
     features: Features
     why: Why | None = Field(default=None, description="what puts the customer in or out")
 
 
+class EventReason(BaseModel):
+    code: str = Field(description="top_segment | left_top_segment | lapsed")
+    text: str = Field(description="the reason in a sentence")
+
+
 class HistoryEntry(BaseModel):
-    event_id: str
-    type: str
-    at: datetime
-    reason: dict[str, str]
+    event_id: str = Field(description="<customer>:<sequence>; subscribers dedupe by it")
+    type: str = Field(description="insider.entered | insider.exited")
+    at: UtcDatetime = Field(description="event time")
+    reason: EventReason
+    segment: int | None
+    model_version: int
+
+
+class Event(BaseModel):
+    """An entry or exit as `/events` and `/events/stream` serve it: the event on Kafka, with
+    its times given their offset."""
+
+    event_id: str = Field(description="<customer>:<sequence>; subscribers dedupe by it")
+    type: str = Field(description="insider.entered | insider.exited")
+    customer_id: str
+    at: UtcDatetime = Field(description="event time")
+    reason: EventReason
+    features: Features = Field(description="the customer's features at the event")
     segment: int | None
     model_version: int
 
@@ -72,7 +111,7 @@ class Stats(BaseModel):
     customers: int
     insiders: int
     model_version: int
-    as_of: datetime | None
+    as_of: UtcDatetime | None
     events: dict[str, int] = Field(description="events so far by <type>:<reason code>")
     policy: dict[str, float] = Field(description="the entry and exit rules in force")
 
@@ -86,7 +125,7 @@ class InsiderPage(BaseModel):
 
 
 class EventPage(BaseModel):
-    events: list[dict[str, Any]]
+    events: list[Event]
     next_cursor: str | None = Field(description="pass as `after` to read on; null when none")
 
 
@@ -138,7 +177,7 @@ class ActionItem(BaseModel):
 
 
 class WeekRow(BaseModel):
-    start: datetime = Field(description="Monday 00:00, event time")
+    start: UtcDatetime = Field(description="Monday 00:00, event time")
     entries: int
     exits: int
     insiders: int = Field(description="Insiders at the week's end")
@@ -150,7 +189,7 @@ class TopCustomer(BaseModel):
 
 
 class Report(BaseModel):
-    as_of: datetime | None
+    as_of: UtcDatetime | None
     model_version: int
     customers: int
     insiders: int

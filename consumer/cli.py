@@ -403,12 +403,25 @@ def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) ->
 
 def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from api.app import create_app, masked
+    from api.security import ApiKeys, is_loopback
     from api.settings import ApiSettings
     from consumer.redis_store import RedisFeatureStore
 
     api_settings = ApiSettings()
     if args.redis_url:
         api_settings.redis_url = args.redis_url
+    host, port = args.host or api_settings.host, args.port or api_settings.port
+    keys = ApiKeys.of(api_settings.api_keys, api_settings.admin_keys)
+    # Protected mode, as Redis has it: without keys, only this machine may be served.
+    if not keys.enabled and not is_loopback(host):
+        if not args.insecure:
+            raise InsidersError(
+                f"refusing to serve {host} without API keys: set INSIDERS_API_KEYS "
+                "(or INSIDERS_API_KEYS_FILE), bind 127.0.0.1, or pass --insecure"
+            )
+        log.warning("serving %s without API keys (--insecure): anyone who reaches it reads", host)
+    elif keys.enabled:
+        log.info("every route but /healthz and the docs needs an API key")
     # Short timeouts, and no check at start: while Redis is down or frozen, every route
     # answers a prompt 503, and the next request after it comes back reconnects.
     store = RedisFeatureStore.from_url(
@@ -420,7 +433,6 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     store_name = f"Redis at {masked(api_settings.redis_url)}"
     if not store.ping():
         log.warning("%s does not answer; the API answers 503 until it does", store_name)
-    host, port = args.host or api_settings.host, args.port or api_settings.port
     _port_free(host, port)
     app = create_app(
         store,
@@ -428,6 +440,7 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         stream_poll=api_settings.stream_poll,
         keepalive=api_settings.stream_keepalive,
         store_name=store_name,
+        keys=keys,
     )
     serve(app, host, port, log_level="info")
     return 0
@@ -488,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve an address other than loopback without API keys (INSIDERS_API_KEYS)",
+    )
     connection_flags(p, kafka=False)
     p.set_defaults(func=cmd_api)
 
@@ -567,6 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv, stopper)
     finally:
         stopper.finished.set()
+        stopper.uninstall()
 
 
 def _main(argv: Sequence[str] | None, stopper: Stopper) -> int:

@@ -80,7 +80,7 @@ def producer(bootstrap: str, **config: Any) -> KafkaProducer:
         raise _unavailable(bootstrap, exc) from None
 
 
-Message = tuple[str, bytes | None, bytes, list[Any] | None]  # topic, key, value, headers
+Message = tuple[str, bytes | None, bytes | None, list[Any] | None]  # topic, key, value, headers
 
 
 class ConfirmedProducer:
@@ -114,12 +114,10 @@ class ConfirmedProducer:
         self._inflight: list[tuple[Any, Message]] = []
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[Any] | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any] | None = None
     ) -> None:
         message = (topic, key, value, headers)
         self._inflight.append((self._send(message), message))
-        if len(self._inflight) >= 50_000:  # a long publish: keep only what is still open
-            self._inflight = [(f, m) for f, m in self._inflight if not f.succeeded()]
 
     def _send(self, message: Message) -> Any:
         topic, key, value, headers = message
@@ -442,11 +440,18 @@ class KafkaPublisher:
         self.producer = ConfirmedProducer(
             bootstrap, give_up_after, linger_ms=20, batch_size=512 * 1024
         )
+        self._sent = 0
+
+    # Records held for confirmation at most: memory stays flat however long the file.
+    CONFIRM_EVERY = 20_000
 
     def send(self, record: dict[str, Any]) -> None:
         customer = record.get("customer_id")
         key = str(customer).encode() if customer is not None else None
         self.producer.send(self.topic, key, orjson.dumps(record))
+        self._sent += 1
+        if self._sent % self.CONFIRM_EVERY == 0:
+            self.producer.confirm()
 
     def flush(self) -> None:
         self.producer.confirm()

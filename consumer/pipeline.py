@@ -21,9 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.ports import EventSink, FeatureStore, SourceRecord
+from consumer.ports import EventSink, FeatureStore, Refusal, SourceRecord
 from consumer.records import DateParser, parse_record
-from segmenter.errors import InvalidRecord
+from segmenter.errors import CheckpointError, InvalidRecord
 from segmenter.lines import InvoiceLine
 from segmenter.model import SegmentModel
 from segmenter.policy import InsiderPolicy
@@ -73,6 +73,20 @@ class PipelineStats:
         )
 
 
+def _mismatch(store: FeatureStore, saved: SegmentModel, wanted: SegmentModel) -> str:
+    """Why a stored model of other settings is refused, and what to do, in one line."""
+    prefix = getattr(store, "prefix", None)
+    where, who, remedy = (
+        (f"under Redis prefix {prefix!r}", "consumer", "another INSIDERS_REDIS_PREFIX")
+        if prefix is not None
+        else ("in the snapshot", "run", "another --snapshot file")
+    )
+    return (
+        f"the model {where} has {saved.n_segments} segments and seed {saved.seed}; this {who} "
+        f"is set to {wanted.n_segments} and {wanted.seed}: use the same settings or {remedy}"
+    )
+
+
 class Pipeline:
     """Runs blocks of source records through validation, the store and the segmenter."""
 
@@ -90,8 +104,14 @@ class Pipeline:
         self.segmenter = Segmenter(model or SegmentModel(), policy or InsiderPolicy())
         checkpoint = store.model_checkpoint()
         if checkpoint is not None:
+            # The stored model and sweep clock, with this process's policy. A model of
+            # other settings is refused: continuing it would silently override them.
+            wanted = self.segmenter.model
             self.segmenter.restore(checkpoint)
-            log.info("restored model v%d from the store", self.segmenter.model.version)
+            saved = self.segmenter.model
+            if (saved.n_segments, saved.seed) != (wanted.n_segments, wanted.seed):
+                raise CheckpointError(_mismatch(store, saved, wanted))
+            log.info("restored model v%d from the store", saved.version)
         self.stats = PipelineStats()
         self._dates = DateParser()
         self._offsets: dict[tuple[str, int], int] = {}
@@ -138,6 +158,11 @@ class Pipeline:
         last = block[-1].offset
         if last > stored:
             result = self.store.apply(first.topic, first.partition, lines, last)
+            if result.refused:
+                # Nothing was written: dead-letter the refused lines, then apply the rest.
+                lines = self._dead_letter_refused(block, lines, result.refused)
+                result = self.store.apply(first.topic, first.partition, lines, last)
+                assert not result.refused, "a second refusal of the same block"
             stats.applied += result.applied
             stats.duplicates += result.duplicates
             stats.stale += result.stale
@@ -146,6 +171,25 @@ class Pipeline:
         self.segment()
         self.sweep()
         self.publish_events()
+
+    def _dead_letter_refused(
+        self,
+        block: Sequence[SourceRecord],
+        lines: list[tuple[int, InvoiceLine]],
+        refused: Sequence[Refusal],
+    ) -> list[tuple[int, InvoiceLine]]:
+        by_offset = {record.offset: record for record in block}
+        for refusal in refused:
+            record = by_offset[refusal.offset]
+            error = InvalidRecord(refusal.reason, refusal.detail)
+            log.warning(
+                "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+            )
+            self.sink.dead_letter(record, error)
+            self.stats.rejected[refusal.reason] += 1
+        self.sink.flush()
+        out = {refusal.offset for refusal in refused}
+        return [(offset, line) for offset, line in lines if offset not in out]
 
     def segment(self) -> None:
         pending = self.store.pending()

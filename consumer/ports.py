@@ -26,14 +26,46 @@ class SourceRecord:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
+
+
+# A customer's running sums stay below this (micro-pounds or units): Redis keeps 64-bit integers.
+SUM_LIMIT = 9 * 10**18
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A valid-looking line the store refused, and why (it goes to the dead-letter topic)."""
+
+    offset: int
+    reason: str  # "conflicting_duplicate" or "out_of_range"
+    detail: str
+
+    @classmethod
+    def conflict(cls, offset: int, event_id: str) -> Refusal:
+        return cls(
+            offset,
+            "conflicting_duplicate",
+            f"event {event_id} was applied before with other content; the first content stands",
+        )
+
+    @classmethod
+    def beyond_64_bits(cls, offset: int, event_id: str, customer_id: str) -> Refusal:
+        return cls(
+            offset,
+            "out_of_range",
+            f"event {event_id}: customer {customer_id}'s running totals would pass "
+            f"{SUM_LIMIT:.0e} micro-pounds or units",
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     applied: int = 0
-    duplicates: int = 0  # a repeated event_id
+    duplicates: int = 0  # a repeated event_id with the same content
     stale: int = 0  # at or below the stored offset of its partition
+    # When not empty, nothing was applied: apply again without these lines.
+    refused: tuple[Refusal, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +106,9 @@ class FeatureStore(Protocol):
 
         Lines at or below the stored offset and repeated event ids change nothing.
         Customers whose state changed are queued for the next segmentation step.
+        All or nothing: if any line is refused (an applied event id with other content,
+        or sums that would leave the 64-bit range), nothing is written and the result
+        lists the refusals.
         """
         ...
 

@@ -31,10 +31,10 @@ from typing import Any
 import orjson
 import redis
 
-from consumer.ports import ApplyResult, Customer, EventPage
+from consumer.ports import ApplyResult, Customer, EventPage, Refusal
 from segmenter.errors import ServiceUnavailable, StoreDiverged
 from segmenter.features import CustomerState
-from segmenter.lines import InvoiceLine, LineKind, classify
+from segmenter.lines import InvoiceLine, LineKind, classify, fingerprint
 from segmenter.policy import InsiderStatus
 from segmenter.segmentation import StepResult
 
@@ -66,7 +66,7 @@ def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
 
 
 def _str(value: Any) -> str:
-    """Redis answers bytes (the client does not decode, the model checkpoint is binary)."""
+    """Redis answers bytes (the client does not decode: values are not all text)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -173,6 +173,7 @@ class RedisFeatureStore:
         crc32 = zlib.crc32
         for offset, line in lines:
             kind, reason = classify(line)
+            hi, lo = divmod(abs(line.quantity) * line.unit_price_micros, 1_000_000_000)
             extend(
                 (
                     offset,
@@ -181,20 +182,34 @@ class RedisFeatureStore:
                     line.customer_id or "",
                     reason.value if reason is not None else line.invoice_no,
                     line.quantity,
-                    abs(line.quantity) * line.unit_price_micros,
+                    hi,
+                    lo,
                     line.invoice_ts,
                     crc32(line.event_id.encode()) % buckets if buckets else "",
+                    fingerprint(line),
                 )
             )
         try:
-            applied, duplicates, stale = self._apply(args=args)
+            answer = self._apply(args=args)
         except redis.ResponseError as exc:
             what = str(exc).partition("INSIDERS_DIVERGED ")[2]
             if not what:
                 raise
             raise self._diverged(what) from None
+        if answer and answer[0] == b"refused":
+            rest = [_str(value) for value in answer[1:]]
+            refused = []
+            for k in range(0, len(rest), 4):
+                at, why, event_id, customer = int(rest[k]), rest[k + 1], rest[k + 2], rest[k + 3]
+                refused.append(
+                    Refusal.conflict(at, event_id)
+                    if why == "conflicting_duplicate"
+                    else Refusal.beyond_64_bits(at, event_id, customer)
+                )
+            return ApplyResult(refused=tuple(refused))
         if self.lease is not None:
             self.lease.writes += 1
+        applied, duplicates, stale = answer
         return ApplyResult(applied, duplicates, stale)
 
     def pending(self) -> list[str]:

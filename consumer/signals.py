@@ -20,6 +20,7 @@ from typing import Any
 log = logging.getLogger("insiders")
 
 GRACE_SECONDS = 4.0
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Stopper:
@@ -42,8 +43,12 @@ class Stopper:
         self._on_force: list[Callable[[], None]] = []
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in SIGNALS}
+
+    def uninstall(self) -> None:
+        """Put back the handlers found at install (main() may run inside another program)."""
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
 
     def on_stop(self, action: Callable[[], None]) -> None:
         """Run ``action`` when a stop is requested (now, if one already was)."""

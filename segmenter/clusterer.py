@@ -11,13 +11,36 @@ Python's hash seed. This clusterer:
   sequential k-means of MacQueen, which makes each centre the running mean of its
   members; ``n`` is capped at ``memory`` so centres keep following slow drift;
 * iterates features in a fixed order, so a run is reproducible bit for bit.
+
+Its whole state (the buffer, the centres, their counts and the seeding draw's random
+state) is plain data: :meth:`SequentialKMeans.to_state` and :meth:`SequentialKMeans.from_state`.
 """
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from river import base
+
+from segmenter.errors import CheckpointError
+from segmenter.state import Fields, array, integer, join, number, vector
+
+# random.Random's state: its version, 624 words of the Mersenne Twister and a position.
+_RNG_VERSION = 3
+_RNG_WORDS = 625
+_STATE_FIELDS = (
+    "n_clusters",
+    "warmup",
+    "memory",
+    "seed",
+    "n_init",
+    "keys",
+    "buffer",
+    "centres",
+    "counts",
+    "rng",
+)
 
 
 class SequentialKMeans(base.Clusterer):
@@ -40,6 +63,8 @@ class SequentialKMeans(base.Clusterer):
     >>> for x in [{"a": 0.0}, {"a": 0.2}, {"a": 10.0}, {"a": 10.2}, {"a": 0.1}]:
     ...     model.learn_one(x)
     >>> model.predict_one({"a": 9.0}) != model.predict_one({"a": 0.3})
+    True
+    >>> SequentialKMeans.from_state(model.to_state()).centres == model.centres
     True
     """
 
@@ -164,3 +189,72 @@ class SequentialKMeans(base.Clusterer):
             for p in group
         )
         return centres, [max(len(group), 1) for group in members], inertia
+
+    def to_state(self) -> dict[str, Any]:
+        """Parameters and learned state as JSON-ready data (copies, not views)."""
+        version, words, gauss = self._rng.getstate()
+        return {
+            "n_clusters": self.n_clusters,
+            "warmup": self.warmup,
+            "memory": self.memory,
+            "seed": self.seed,
+            "n_init": self.n_init,
+            "keys": list(self._keys),
+            "buffer": [list(v) for v in self._buffer],
+            "centres": [list(c) for c in self.centres],
+            "counts": list(self.counts),
+            "rng": [version, list(words), gauss],
+        }
+
+    @classmethod
+    def from_state(cls, state: object, path: str = "clusterer") -> SequentialKMeans:
+        """The clusterer ``to_state`` described, after checking every field's type and shape.
+
+        It continues exactly as the saved one would have: same centres, counts, buffer
+        and random state, so the same next points give the same floats.
+        """
+        doc = Fields(state, path, _STATE_FIELDS)
+        model = cls(
+            n_clusters=doc.integer("n_clusters", minimum=1),
+            warmup=doc.integer("warmup"),
+            memory=doc.integer("memory", minimum=1),
+            seed=doc.integer("seed", minimum=None),
+            n_init=doc.integer("n_init"),
+        )
+        keys = doc.names("keys")
+        size = len(keys)
+        buffer = [
+            vector(v, join(doc.at("buffer"), i), size) for i, v in enumerate(doc.array("buffer"))
+        ]
+        centres = doc.array("centres")
+        if centres and len(centres) != model.n_clusters:
+            raise CheckpointError(
+                f"{doc.at('centres')}: want none or {model.n_clusters}, got {len(centres)}"
+            )
+        if centres and buffer:
+            raise CheckpointError(f"{doc.at('buffer')}: want none once centres exist")
+        counts = doc.array("counts", size=len(centres))
+        model._keys = tuple(keys)
+        model._buffer = buffer
+        model.centres = [vector(c, join(doc.at("centres"), i), size) for i, c in enumerate(centres)]
+        model.counts = [integer(n, join(doc.at("counts"), i), 1) for i, n in enumerate(counts)]
+        model._rng.setstate(_rng_state(doc.raw("rng"), doc.at("rng")))
+        return model
+
+
+def _rng_state(value: object, path: str) -> tuple[int, tuple[int, ...], float | None]:
+    """A ``random.Random`` state from its JSON form, checked before ``setstate`` sees it."""
+    version, words, gauss = array(value, path, size=3)
+    if integer(version, join(path, 0)) != _RNG_VERSION:
+        raise CheckpointError(f"{join(path, 0)}: want {_RNG_VERSION}, got {version}")
+    words = array(words, join(path, 1))
+    # One pass of cheap checks (the API reads a checkpoint for every answer).
+    if (
+        len(words) != _RNG_WORDS
+        or set(map(type, words)) != {int}
+        or min(words) < 0
+        or max(words) >= 2**32
+        or words[-1] > _RNG_WORDS - 1
+    ):
+        raise CheckpointError(f"{join(path, 1)}: want {_RNG_WORDS - 1} 32-bit words and a position")
+    return version, tuple(words), None if gauss is None else number(gauss, join(path, 2))

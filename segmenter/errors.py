@@ -36,3 +36,12 @@ class StoreDiverged(InsidersError):
     def __init__(self, detail: str, holder: str | None = None) -> None:
         super().__init__(detail)
         self.holder = holder
+
+
+class CheckpointError(InsidersError):
+    """Saved state (the model checkpoint, or a part of a snapshot) that we cannot load.
+
+    Not ours (a pickle, say), another format version, or a field of the wrong type or
+    shape; or a model trained with other settings than this process's. Nothing in it
+    has run: state is plain JSON data, checked field by field before it is used.
+    """

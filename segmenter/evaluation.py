@@ -15,6 +15,8 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from segmenter.events import event_time
+
 LOG_INPUTS = ("recency_days", "frequency", "revenue", "avg_ticket")
 
 
@@ -128,7 +130,7 @@ def members_at(events: Iterable[dict[str, object]], moment: datetime) -> set[str
     """
     members: set[str] = set()
     for e in events:
-        if datetime.fromisoformat(str(e["at"])) >= moment:
+        if event_time(e) >= moment:
             break
         if e["type"] == "insider.entered":
             members.add(str(e["customer_id"]))
@@ -170,7 +172,7 @@ def flaps(
     exits: dict[str, list[datetime]] = {}
     flipped: set[str] = set()
     limit = timedelta(days=reentry_days)
-    timed = [(datetime.fromisoformat(str(e["at"])), e) for e in events]
+    timed = [(event_time(e), e) for e in events]
     for at, e in sorted((t for t in timed if t[0] >= start), key=lambda t: t[0]):
         customer = str(e["customer_id"])
         if e["type"] == "insider.exited":
@@ -194,7 +196,7 @@ def stability(
         {
             "customer_id": [e["customer_id"] for e in events],
             "type": [e["type"] for e in events],
-            "at": pd.to_datetime([str(e["at"]) for e in events]),
+            "at": pd.to_datetime([event_time(e) for e in events]),
         }
     )
     window = frame[frame["at"] >= pd.Timestamp(start)]

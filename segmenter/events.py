@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from segmenter.features import CustomerFeatures, to_datetime
@@ -45,7 +45,7 @@ class InsiderEvent:
             "event_id": self.event_id,
             "type": self.type,
             "customer_id": self.customer_id,
-            "at": to_datetime(self.at_ts).isoformat(),
+            "at": iso_utc(to_datetime(self.at_ts)),
             "reason": {"code": self.reason.code, "text": self.reason.text},
             "features": self.features,
             "segment": self.segment,
@@ -53,12 +53,32 @@ class InsiderEvent:
         }
 
 
+def iso_utc(moment: datetime) -> str:
+    """Event time as ISO 8601 with its offset. Event time is the retailer's clock, kept without
+    a zone; every reader (the events topic, the API) reads it as UTC.
+
+    >>> iso_utc(datetime(2011, 12, 9, 12, 50))
+    '2011-12-09T12:50:00+00:00'
+    """
+    return moment.replace(tzinfo=UTC).isoformat()
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """An event's ``at`` back as the naive event-time datetime the core computes with.
+
+    >>> event_time({"at": "2011-12-09T12:50:00+00:00"}), event_time({"at": "2011-12-09T12:50:00"})
+    (datetime.datetime(2011, 12, 9, 12, 50), datetime.datetime(2011, 12, 9, 12, 50))
+    """
+    moment = datetime.fromisoformat(str(event["at"]))
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
 def snapshot(features: CustomerFeatures) -> dict[str, Any]:
     """Features as JSON-ready values (datetimes as ISO strings, money rounded to the cent)."""
     out: dict[str, Any] = {}
     for name, value in features.as_dict().items():
         if isinstance(value, datetime):
-            out[name] = value.isoformat()
+            out[name] = iso_utc(value)
         elif isinstance(value, float):
             out[name] = round(value, 4)
         else:

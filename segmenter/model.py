@@ -8,17 +8,24 @@ after every update. The model is not thread-safe; one writer owns it.
 Besides the segment, :meth:`SegmentModel.assess` says how far a customer is from
 the Insider edge (the boundary between the top centre and the nearest other one)
 and which inputs pull them towards or away from it: the "why" of a status.
+
+The model's state is plain data (:meth:`SegmentModel.to_state`), checked field by
+field when it is read back (:meth:`SegmentModel.from_state`).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from river import preprocessing
 
 from segmenter.clusterer import SequentialKMeans
+from segmenter.errors import CheckpointError
 from segmenter.features import CustomerFeatures
+from segmenter.state import Fields
 
 INSIDER_SEGMENT = 1
 
@@ -41,6 +48,21 @@ INPUT_FEATURES = {
     "ticket": ("avg_ticket", "£ per invoice"),
     "tenure": ("tenure_days", "days"),
 }
+
+_STATE_FIELDS = (
+    "n_segments",
+    "warmup",
+    "memory",
+    "seed",
+    "inputs",
+    "weights",
+    "warmup_days",
+    "version",
+    "started_at",
+    "scaler",
+    "clusterer",
+)
+_SCALER_FIELDS = ("counts", "means", "vars")
 
 
 def model_input(features: CustomerFeatures) -> dict[str, float]:
@@ -100,6 +122,8 @@ class SegmentModel:
     ...     model.learn({"recency": 1.0, "frequency": m / 3, "monetary": m, "ticket": m})
     >>> model.segment_of({"recency": 1.0, "frequency": 3.0, "monetary": 9.2, "ticket": 9.2})
     1
+    >>> SegmentModel.from_state(model.to_state()).to_state() == model.to_state()
+    True
     """
 
     n_segments: int = 4
@@ -124,6 +148,77 @@ class SegmentModel:
         )
         self._ranks: dict[int, int] = {}
         self._edge_cache: tuple[int, list[float]] | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """Parameters, scaler statistics and clusterer state as JSON-ready data."""
+        scaler = self.scaler
+        return {
+            "n_segments": self.n_segments,
+            "warmup": self.warmup,
+            "memory": self.memory,
+            "seed": self.seed,
+            "inputs": list(self.inputs),
+            "weights": dict(self.weights),
+            "warmup_days": self.warmup_days,
+            "version": self.version,
+            "started_at": self.started_at,
+            # river's StandardScaler (0.26, no window) keeps its running statistics in three
+            # dicts, Welford's count, mean and variance per input; nothing else of it
+            # changes as it learns. Each dict keeps its own key order.
+            "scaler": {
+                "counts": dict(scaler.counts),
+                "means": dict(scaler.means),
+                "vars": dict(scaler.vars),
+            },
+            "clusterer": self.clusterer.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: object, path: str = "model") -> SegmentModel:
+        """The model ``to_state`` described, after checking every field's type and shape.
+
+        It continues exactly as the saved one would have: same statistics, same centres,
+        the same next floats for the same next points.
+        """
+        doc = Fields(state, path, _STATE_FIELDS)
+        inputs = doc.names("inputs")
+        model = cls(
+            n_segments=doc.integer("n_segments", minimum=1),
+            warmup=doc.integer("warmup"),
+            memory=doc.integer("memory", minimum=1),
+            seed=doc.integer("seed", minimum=None),
+            inputs=tuple(inputs),
+            weights=doc.numbers("weights"),
+            warmup_days=doc.number("warmup_days", minimum=0),
+            version=doc.integer("version"),
+            started_at=doc.optional_integer("started_at", minimum=None),
+        )
+        scaler = doc.fields("scaler", _SCALER_FIELDS)
+        counts = scaler.counts("counts")
+        means = {k: float(v) for k, v in scaler.numbers("means").items()}
+        variances = {k: float(v) for k, v in scaler.numbers("vars", minimum=0).items()}
+        for name, stats in (("counts", counts), ("means", means), ("vars", variances)):
+            _only(stats, inputs, scaler.at(name))
+        if means.keys() != variances.keys() or not counts.keys() <= means.keys():
+            raise CheckpointError(f"{scaler.path}: counts, means and vars name different inputs")
+        model.scaler.counts = Counter(counts)
+        model.scaler.means = defaultdict(float, means)
+        model.scaler.vars = defaultdict(float, variances)
+        clusterer = SequentialKMeans.from_state(doc.raw("clusterer"), doc.at("clusterer"))
+        for name, want in (
+            ("n_clusters", model.n_segments),
+            ("warmup", model.warmup),
+            ("memory", model.memory),
+            ("seed", model.seed),
+        ):
+            if getattr(clusterer, name) != want:
+                raise CheckpointError(
+                    f"{doc.at('clusterer')}.{name}: {getattr(clusterer, name)}, "
+                    f"but the model's is {want}"
+                )
+        _only(dict.fromkeys(clusterer.keys), inputs, doc.at("clusterer.keys"))
+        model.clusterer = clusterer
+        return model
 
     def _select(self, x: dict[str, float]) -> dict[str, float]:
         return {name: x[name] for name in self.inputs if name in x}
@@ -251,3 +346,10 @@ class SegmentModel:
     def _driver(self, name: str, pull: float, x: dict[str, float], top: float) -> Driver:
         feature = INPUT_FEATURES.get(name, (name, ""))[0]
         return Driver(name, feature, math.expm1(x[name]), self._in_units(name, top), pull)
+
+
+def _only(named: dict[str, Any], inputs: list[str], path: str) -> None:
+    """Refuse names that are not among the model's inputs."""
+    unknown = [name for name in named if name not in inputs]
+    if unknown:
+        raise CheckpointError(f"{path}: {', '.join(unknown)} not among the inputs {inputs}")

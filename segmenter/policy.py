@@ -20,11 +20,13 @@ customer's own activity moved them out are ``left_top_segment``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 from segmenter.events import ENTERED, EXITED, InsiderEvent, Reason, snapshot
 from segmenter.features import SECONDS_PER_DAY, CustomerFeatures
 from segmenter.model import INSIDER_SEGMENT, Assessment
+from segmenter.state import Fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,20 @@ class PolicySettings:
     min_dwell_days: float = 30.0
     lapse_days: float = 120.0
     overdue_factor: float = 2.0
+
+    def to_state(self) -> dict[str, Any]:
+        """The rules as JSON-ready data.
+
+        >>> PolicySettings.from_state(PolicySettings(lapse_days=90).to_state()).lapse_days
+        90
+        """
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: object, path: str = "policy") -> PolicySettings:
+        """Rules ``to_state`` described; each a finite number, kept as written (30 stays 30)."""
+        doc = Fields(state, path, tuple(f.name for f in fields(cls)))
+        return cls(**{name: doc.number(name) for name in doc.value})
 
 
 def describe(assessment: Assessment, limit: int = 2) -> str:
@@ -94,6 +110,14 @@ class InsiderPolicy:
     """
 
     settings: PolicySettings = PolicySettings()
+
+    def to_state(self) -> dict[str, Any]:
+        """The policy as JSON-ready data: its settings."""
+        return self.settings.to_state()
+
+    @classmethod
+    def from_state(cls, state: object, path: str = "policy") -> InsiderPolicy:
+        return cls(PolicySettings.from_state(state, path))
 
     def decide(
         self,

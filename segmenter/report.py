@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from segmenter.evaluation import Interval, bootstrap, flaps, members_at
-from segmenter.events import EXITED
+from segmenter.events import EXITED, event_time
 from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, to_datetime, to_epoch
 from segmenter.model import INSIDER_SEGMENT, model_input
 from segmenter.policy import InsiderStatus, PolicySettings, overdue
@@ -249,7 +249,7 @@ def weekly(events: Sequence[dict[str, object]], now_ts: int, weeks: int = WEEKS)
     members: set[str] = set()
     week = -1  # index of the week the replay is in; -1 before the first
     for event in sorted(events, key=lambda e: str(e["at"])):
-        at = datetime.fromisoformat(str(event["at"]))
+        at = event_time(event)
         while week + 1 < weeks and at >= starts[week + 1]:
             if week >= 0:
                 insiders[week] = len(members)
@@ -274,7 +274,7 @@ def _ratio(part: float, whole: float) -> float:
 
 
 def _ts(event: dict[str, object]) -> int:
-    return to_epoch(datetime.fromisoformat(str(event["at"])))
+    return to_epoch(event_time(event))
 
 
 def _reason_code(event: dict[str, object]) -> str:

@@ -17,9 +17,9 @@ def test_customer_status_has_features_segment_and_insider_flag(client, store):
     assert body["insider_since"] is not None and body["model_version"] > 0
     assert body["features"]["revenue"] == insider.state.revenue_micros / 1e6
     assert body["features"]["invoices"] == insider.state.invoices
-    # "now" is the event-time watermark: the latest invoice date in the file.
+    # "now" is the event-time watermark: the latest invoice date in the file, read as UTC.
     latest = pd.read_csv(SAMPLE, usecols=["InvoiceDate"], parse_dates=["InvoiceDate"]).max()
-    assert body["as_of"] == latest.iloc[0].isoformat()
+    assert body["as_of"] == latest.iloc[0].isoformat() + "+00:00"
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,8 @@ def test_insiders_are_paged_without_gaps_or_repeats(client, store):
 def test_events_are_paged_by_cursor(client, store):
     everything = store.events(None, 100_000).events
     got = all_events(client, limit=10)
-    assert got == everything and len(got) > 10  # several pages
+    assert got == everything and len(got) > 10  # several pages, served as stored
+    assert got[0]["at"].endswith("+00:00")
     first = got[0]
     assert set(first) == {
         "event_id",

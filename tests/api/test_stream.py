@@ -91,7 +91,8 @@ def test_reconnecting_with_last_event_id_resumes_right_after_it(base_url, store)
 
 def test_new_events_arrive_live_and_silence_is_kept_alive(base_url, store):
     page = store.events(None, 10_000)
-    new = InsiderEvent("12348", 99, EXITED, 10**9, Reason("lapsed", "test"), 2, 1, {})
+    features = page.events[-1]["features"]
+    new = InsiderEvent("12348", 99, EXITED, 10**9, Reason("lapsed", "test"), 2, 1, features)
     with httpx.stream(
         "GET", f"{base_url}/events/stream", params={"after": page.next_cursor}, timeout=TIMEOUT
     ) as response:

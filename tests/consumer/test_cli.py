@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -166,6 +172,7 @@ def test_unwritable_report_is_one_line(tmp_path):
         (("replay", "missing.csv"), "INSIDERS_BLOCK_SIZE", "abc", "valid integer"),
         (("export",), "INSIDERS_CLOCK", "moon", "'event' or 'wall'"),
         (("api",), "INSIDERS_STREAM_POLL", "0", "greater than 0"),
+        (("api",), "INSIDERS_API_KEYS_FILE", "/no/such/keys", "does not point to a file"),
     ],
 )
 def test_bad_setting_is_one_line_naming_variable_and_value(command, variable, value, says):
@@ -177,3 +184,95 @@ def test_bad_setting_is_one_line_naming_variable_and_value(command, variable, va
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"insiders: error: setting {variable}={value!r}: ")
     assert says in lines[0]
+
+
+# --- insiders api: protected mode ---------------------------------------------------------
+
+
+def api_env(**settings: str) -> dict[str, str]:
+    """The environment without any API key setting, plus ``settings``."""
+    import os
+
+    keys = ("INSIDERS_API_KEYS", "INSIDERS_API_KEYS_FILE", "INSIDERS_ADMIN_KEYS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(keys)}
+    # Reads only, from a prefix no one writes: nothing of Redis is touched.
+    return {**env, "INSIDERS_REDIS_PREFIX": "test:cli-api-unused:", **settings}
+
+
+def test_api_on_a_public_address_without_keys_refuses_in_one_line():
+    from tests.api.test_serve import free_port
+
+    done = insiders("api", "--host", "0.0.0.0", "--port", str(free_port()), env=api_env())
+    assert done.returncode == 2
+    assert done.stderr == (
+        "insiders: error: refusing to serve 0.0.0.0 without API keys: set INSIDERS_API_KEYS "
+        "(or INSIDERS_API_KEYS_FILE), bind 127.0.0.1, or pass --insecure\n"
+    )
+
+
+def test_an_unreadable_keys_file_is_one_line(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_bytes(b"\xff\xfe")
+    done = insiders("api", "--host", "0.0.0.0", env=api_env(INSIDERS_ADMIN_KEYS_FILE=str(keys)))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"insiders: error: cannot read INSIDERS_ADMIN_KEYS_FILE={keys}: ")
+    assert done.stderr.count("\n") == 1
+
+
+@contextlib.contextmanager
+def running_api(*args: str, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`insiders api ARGS` on a free port, once /healthz answers: (loopback URL, process)."""
+    from tests.api.test_serve import free_port, get
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer.cli", "api", *args, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert get(f"{base}/healthz", time.monotonic() + 30)["status"] == "ok"
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, a clean exit, and what it said on stderr."""
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    return proc.stderr.read() if proc.stderr else ""
+
+
+def status_of(url: str, key: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10):
+            return 200
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_api_with_insecure_serves_a_public_address_with_a_warning():
+    with running_api("--host", "0.0.0.0", "--insecure", env=api_env()) as (base, proc):
+        assert status_of(f"{base}/stats") == 200
+        stderr = stop(proc)
+    assert "serving 0.0.0.0 without API keys (--insecure)" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_api_with_keys_serves_a_public_address_and_asks_for_them(tmp_path):
+    secret = tmp_path / "keys"
+    secret.write_text("key-from-a-file\n")
+    env = api_env(INSIDERS_API_KEYS="key-one,key-two", INSIDERS_API_KEYS_FILE=str(secret))
+    with running_api("--host", "0.0.0.0", env=env) as (base, proc):
+        assert status_of(f"{base}/stats") == 401
+        assert status_of(f"{base}/stats", "key-three") == 401
+        for key in ("key-one", "key-two", "key-from-a-file"):
+            assert status_of(f"{base}/stats", key) == 200
+        stderr = stop(proc)
+    assert "key-" not in stderr  # keys are never logged

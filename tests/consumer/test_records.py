@@ -185,3 +185,76 @@ def test_an_empty_date_is_rejected():
     with pytest.raises(InvalidRecord) as caught:
         parse_record(record(invoice_date=""))
     assert caught.value.reason == "bad_date"
+
+
+# Issue "bad input": records that used to crash the consumer or poison its state.
+NOW = calendar.timegm((2026, 11, 29, 12, 0, 0, 0, 0, 0))
+
+POISON = [
+    pytest.param(None, "tombstone", ["tombstone"], id="tombstone"),
+    pytest.param(
+        record(unit_price=1e308), "out_of_range", ["unit_price", "1e+308"], id="price-1e308"
+    ),
+    pytest.param(
+        record(quantity=2**62), "out_of_range", ["quantity", str(2**62)], id="quantity-2^62"
+    ),
+    pytest.param(
+        record(quantity=10_000_000, unit_price=1e12), "out_of_range", ["quantity"], id="qty-1e7"
+    ),
+    pytest.param(
+        record(quantity=1_000_000, unit_price=1_000_000),
+        "out_of_range",
+        ["quantity 1000000 × unit_price 1000000"],
+        id="amount-1e12",
+    ),
+    pytest.param(
+        record(invoice_date="0001-01-01T00:00:00+01:00"),
+        "implausible_date",
+        ["invoice_date", "0001-01-01T00:00:00+01:00"],
+        id="year-1-offset",
+    ),
+    pytest.param(
+        record(invoice_date="9999-12-31T23:59:59-01:00"),
+        "implausible_date",
+        ["9999-12-31T23:59:59-01:00"],
+        id="year-9999-offset",
+    ),
+    pytest.param(
+        record(invoice_date="9999-12-31T23:59:59"), "implausible_date", ["9999"], id="year-9999"
+    ),
+    pytest.param(
+        record(invoice_date="1989-12-31T23:59:59"), "implausible_date", ["1989"], id="before-1990"
+    ),
+    pytest.param(
+        record(invoice_date="2026-12-01T12:00:01"),
+        "implausible_date",
+        ["2026-12-01T12:00:01"],
+        id="two-days-ahead",
+    ),
+    pytest.param(record(customer_id=1.5), "wrong_type", ["customer_id", "1.5"], id="cust-1.5"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason", "named"), POISON)
+def test_poison_records_are_rejected_with_a_reason(raw, reason, named):
+    with pytest.raises(InvalidRecord) as rejected:
+        parse_record(raw, DateParser(now=NOW))
+    assert rejected.value.reason == reason
+    for text in named:
+        assert text in rejected.value.detail
+
+
+def test_a_date_a_day_ahead_is_still_accepted():
+    line = parse_record(record(invoice_date="2026-11-30T11:59:59"), DateParser(now=NOW))
+    assert line.invoice_ts == NOW + 86_400 - 1
+
+
+def test_the_largest_real_line_is_within_bounds():
+    # UCI's largest line: 80,995 units of 23843 at £2.08 (cancelled the same day).
+    line = parse_record(record(quantity=80_995, unit_price=2.08))
+    assert line.quantity * line.unit_price_micros == 168_469_600_000
+
+
+@pytest.mark.parametrize("spelling", [90004, 90004.0, "90004", " 90004", "90004 ", "90004.0"])
+def test_one_customer_one_id(spelling):
+    assert parse_record(record(customer_id=spelling)).customer_id == "90004"

@@ -185,3 +185,47 @@ def test_memory_snapshot_round_trip(tmp_path):
     loaded = MemoryFeatureStore.load_snapshot(path)
     assert loaded.stored_offset("t", 0) == len(LINES) - 1
     assert state_tuple(loaded.states["1"]) == state_tuple(store.states["1"])
+
+
+# All or nothing, exact money, one content per event id (issue "bad input").
+
+
+def test_money_is_exact_beyond_two_to_the_53(store):
+    # 100 lines of £100,000,000 (10^14 micro-pounds each) and one of a micro-pound: 10^16 + 1,
+    # which a double would round to 10^16.
+    big = [line(f"big:{i}", "big", "9", 1_000_000, 100_000_000, DAY) for i in range(100)]
+    tiny = line("tiny:0", "tiny", "9", 1, 1, DAY)
+    result = store.apply("t", 0, list(enumerate([*big, tiny])), 100)
+    assert result.applied == 101
+    assert store.load(["9"])[0].state.revenue_micros == 10**16 + 1
+
+
+def test_an_applied_event_id_with_other_content_is_refused_and_nothing_is_written(store):
+    first = line("x:0", "x", "5", 2, 1_000_000, DAY)
+    store.apply("t", 0, [(0, first)], 0)
+    other = line("x:0", "x", "5", 200, 1_000_000, DAY)  # the same id, another quantity
+    again = line("x:0", "x", "5", 2, 1_000_000, DAY)  # the same line: a plain duplicate
+    new = line("y:0", "y", "6", 1, 1_000_000, DAY)
+    block = [(1, other), (2, again), (3, new)]
+
+    result = store.apply("t", 0, block, 3)
+    assert [(r.offset, r.reason) for r in result.refused] == [(1, "conflicting_duplicate")]
+    assert "x:0" in result.refused[0].detail
+    assert store.stored_offset("t", 0) == 0 and store.customer("6") is None  # nothing written
+
+    result = store.apply("t", 0, [(2, again), (3, new)], 3)
+    assert (result.applied, result.duplicates, result.refused) == (1, 1, ())
+    assert store.load(["5"])[0].state.units == 2  # the first content stands
+    assert store.stored_offset("t", 0) == 3
+
+
+def test_sums_that_would_leave_64_bits_are_refused_whole(store):
+    # 91 lines of 10^17 micro-pounds: 9.1 x 10^18, past what the store keeps exactly.
+    huge = [line(f"h:{i}", "h", "7", 1_000_000, 100_000_000_000, DAY) for i in range(91)]
+    fine = line("ok:0", "ok", "8", 1, 1_000_000, DAY)
+    block = list(enumerate([fine, *huge]))
+    result = store.apply("t", 0, block, 91)
+    assert {r.reason for r in result.refused} == {"out_of_range"}
+    assert sorted(r.offset for r in result.refused) == list(range(1, 92))
+    assert store.customer("8") is None and store.stored_offset("t", 0) == -1
+    assert store.apply("t", 0, block[:1], 91).applied == 1

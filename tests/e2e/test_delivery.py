@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 
 import orjson
 import pandas as pd
-import pytest
 from kafka import KafkaProducer
 
 from consumer.export import export_frame
 from consumer.redis_store import RedisFeatureStore
-from tests.conftest import REDIS_URL, SAMPLE
+from tests.conftest import SAMPLE
 from tests.e2e.kafka_tools import read_topic, run_cli
-
-
-@pytest.fixture
-def env(kafka_bootstrap, redis_prefix):
-    tag = uuid.uuid4().hex[:8]
-    return {
-        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "INSIDERS_REDIS_URL": REDIS_URL,
-        "INSIDERS_REDIS_PREFIX": redis_prefix,
-        "INSIDERS_EVENTS_TOPIC": f"insiders.events-{tag}",
-        "INSIDERS_TOPIC": f"invoices-{tag}",
-    }
 
 
 def snapshot(store: RedisFeatureStore) -> tuple[pd.DataFrame, list[str]]:

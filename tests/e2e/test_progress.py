@@ -5,29 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
-import pytest
 from kafka import KafkaAdminClient
 from kafka.structs import TopicPartition
 
 from consumer.redis_store import RedisFeatureStore
-from tests.conftest import REDIS_URL, SAMPLE
+from tests.conftest import SAMPLE
 from tests.e2e.kafka_tools import run_cli
 
 SAMPLE_LINES = 31_325
-
-
-@pytest.fixture
-def env(kafka_bootstrap, redis_prefix):
-    tag = uuid.uuid4().hex[:8]
-    return {
-        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "INSIDERS_REDIS_URL": REDIS_URL,
-        "INSIDERS_REDIS_PREFIX": redis_prefix,
-        "INSIDERS_EVENTS_TOPIC": f"insiders.events-{tag}",
-        "INSIDERS_TOPIC": f"invoices-{tag}",
-    }
 
 
 def test_records_removed_by_retention_are_a_gap_refused_without_accept_gap(

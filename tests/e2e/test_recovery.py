@@ -92,7 +92,8 @@ def test_restart_restores_the_model_checkpoint(redis_store):
     assert checkpoint is not None
     saved = Segmenter()
     saved.restore(checkpoint)
-    restarted = Pipeline(redis_store, MemoryEventSink(), SegmentModel(seed=999))
+    # Same settings as the run that wrote it: other ones are refused (tests/consumer).
+    restarted = Pipeline(redis_store, MemoryEventSink(), SegmentModel())
     assert restarted.segmenter.model.version == saved.model.version > 0
     assert restarted.segmenter.model.clusterer.centres == saved.model.clusterer.centres
     assert restarted.segmenter.swept_at == saved.swept_at is not None

@@ -119,6 +119,19 @@ def applied_offset(client: redis.Redis, prefix: str, topic: str) -> int:
     return -1 if value is None else int(value)
 
 
+def applied_at_least(
+    client: redis.Redis, prefix: str, topic: str, lines: int, proc: subprocess.Popen
+) -> int:
+    """Wait until the consumer has applied ``lines`` lines; the offset applied then."""
+    wait_for(
+        lambda: applied_offset(client, prefix, topic) >= lines - 1,
+        120,
+        f"applying the first {lines:,} lines",
+        proc,
+    )
+    return applied_offset(client, prefix, topic)
+
+
 def settled(client: redis.Redis, prefix: str, topic: str, last: int) -> bool:
     """Every line applied, segmented, and every event published."""
     if applied_offset(client, prefix, topic) < last or client.zcard(f"{prefix}pending"):
@@ -220,13 +233,7 @@ def test_redis_killed_mid_stream(persistence, clean, full_topic, kafka_bootstrap
         log = tmp_path / "consumer.log"
         proc = start_consumer(env, "--exit-at-end", log=log)
         try:
-            wait_for(
-                lambda: applied_offset(client, prefix, full_topic) >= 150_000,
-                120,
-                "applying the first 150,000 lines",
-                proc,
-            )
-            at = applied_offset(client, prefix, full_topic)
+            at = applied_at_least(client, prefix, full_topic, 150_000, proc)
             server.kill()
             time.sleep(1.0)
             server.restart()
@@ -261,13 +268,7 @@ def test_kafka_broker_restarted_mid_stream(clean, kafka_broker, redis_client, pr
     log = tmp_path / "consumer.log"
     proc = start_consumer(env, "--exit-at-end", log=log)
     try:
-        wait_for(
-            lambda: applied_offset(redis_client, prefix, topic) >= 150_000,
-            120,
-            "applying the first 150,000 lines",
-            proc,
-        )
-        at = applied_offset(redis_client, prefix, topic)
+        at = applied_at_least(redis_client, prefix, topic, 150_000, proc)
         down = time.monotonic()
         kafka_broker.stop()
         kafka_broker.restart()

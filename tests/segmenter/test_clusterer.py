@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from segmenter.clusterer import SequentialKMeans
+from segmenter.errors import CheckpointError
 from segmenter.model import SegmentModel
 from segmenter.segmentation import Segmenter
 
@@ -164,7 +165,7 @@ def test_checkpoint_round_trip_keeps_predictions():
 
 
 @pytest.mark.parametrize("payload", [{"centres": []}, [1, 2, 3], "SegmentModel", None])
-def test_restore_rejects_a_pickle_that_is_not_a_checkpoint(payload):
-    """A checkpoint holding anything but a segmenter's state raises TypeError naming the type."""
-    with pytest.raises(TypeError, match=type(payload).__name__):
+def test_restore_rejects_a_pickle_as_not_a_checkpoint(payload):
+    """A pickle is never loaded: it is not JSON, so it is not an Insiders checkpoint."""
+    with pytest.raises(CheckpointError, match=r"^not an Insiders checkpoint \(not JSON: b'\\x80"):
         Segmenter.from_checkpoint(pickle.dumps(payload))
