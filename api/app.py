@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -72,27 +71,6 @@ UNAUTHORIZED_JSON: dict[int | str, dict[str, Any]] = {
 }
 
 log = logging.getLogger("insiders.api")
-
-
-def masked(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``: fit for logs and answers.
-
-    >>> masked("redis://:s3cret@redis.internal:6379/0")
-    'redis://:***@redis.internal:6379/0'
-    >>> masked("rediss://app:s3cret@redis.internal/0?password=other")
-    'rediss://app:***@redis.internal/0?password=%2A%2A%2A'
-    >>> masked("redis://127.0.0.1:6379/0")
-    'redis://127.0.0.1:6379/0'
-    """
-    parts = urlsplit(url)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def valid_cursor(cursor: str | None) -> str | None:

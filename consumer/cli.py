@@ -402,10 +402,10 @@ def serve(app: Any, host: str, port: int, log_level: str, hint: bool = False) ->
 
 
 def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
-    from api.app import create_app, masked
+    from api.app import create_app
     from api.security import ApiKeys, is_loopback
     from api.settings import ApiSettings
-    from consumer.redis_store import RedisFeatureStore
+    from consumer.redis_store import RedisFeatureStore, masked
 
     api_settings = ApiSettings()
     if args.redis_url:

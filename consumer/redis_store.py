@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -47,6 +48,27 @@ _STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
 SEEN_BUCKETS = 8192
 
 
+def masked(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``: fit for logs and answers.
+
+    >>> masked("redis://:s3cret@redis.internal:6379/0")
+    'redis://:***@redis.internal:6379/0'
+    >>> masked("rediss://app:s3cret@redis.internal/0?password=other")
+    'rediss://app:***@redis.internal/0?password=%2A%2A%2A'
+    >>> masked("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs])
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
     """A Redis client for ``url``; with ``check``, one that has answered a PING, or a one-line
     error. ``timeout`` bounds each command (the API uses a short one, so a frozen Redis is
@@ -59,7 +81,8 @@ def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
             client.ping()
         except redis.RedisError as exc:
             raise ServiceUnavailable(
-                f"Redis at {url} did not answer ({exc}); start it with `scripts/services start` "
+                f"Redis at {masked(url)} did not answer ({exc}); start it with "
+                "`scripts/services start` "
                 "or set INSIDERS_REDIS_URL"
             ) from None
     return client

@@ -56,6 +56,13 @@ def test_unreachable_redis_is_one_line():
     )
 
 
+def test_an_unreachable_redis_error_does_not_show_its_password():
+    done = insiders("export", "--redis-url", "redis://:s3cret@127.0.0.1:1/0")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "redis://:***@127.0.0.1:1/0 did not answer" in done.stderr
+    assert "s3cret" not in done.stderr
+
+
 def test_unreachable_kafka_is_one_line_and_fast(tmp_path):
     done = insiders("consume", "--bootstrap", "127.0.0.1:1", "--redis-url", "redis://127.0.0.1:1/0")
     assert done.returncode == 2
