@@ -110,8 +110,9 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     records = read_records(path)
     # Reading the first record checks the file and its layout before Kafka is touched.
     first = next(records, None)
-    ensure_topics(settings.kafka_bootstrap, [settings.topic], args.partitions)
-    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.topic, settings.outage_seconds)
+    kafka = settings.kafka()
+    ensure_topics(kafka, [settings.topic], args.partitions)
+    publisher = KafkaPublisher(kafka, settings.topic, settings.outage_seconds)
     limiter = RateLimiter(args.rate)
     stopper: Stopper = args.stopper
     stopper.on_stop(lambda: None)  # stop between records, after confirming what was sent
@@ -158,13 +159,9 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     store = RedisFeatureStore.from_url(
         settings.redis_url, settings.redis_prefix, settings.seen_buckets
     )
-    ensure_topics(
-        settings.kafka_bootstrap,
-        [settings.topic, dlq_topic(settings.topic), settings.events_topic],
-    )
-    sink = KafkaEventSink(
-        settings.kafka_bootstrap, settings.events_topic, give_up_after=settings.outage_seconds
-    )
+    kafka = settings.kafka()
+    ensure_topics(kafka, [settings.topic, dlq_topic(settings.topic), settings.events_topic])
+    sink = KafkaEventSink(kafka, settings.events_topic, give_up_after=settings.outage_seconds)
     # Unique per process start: a restarted container with the same host name and pid
     # is still another owner.
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -183,7 +180,7 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         if stopper.requested.is_set():
             return 0
         source = KafkaInvoiceSource(
-            settings.kafka_bootstrap,
+            kafka,
             settings.topic,
             settings.group,
             settings.block_size,
@@ -572,6 +569,8 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
 def setting_error(error: ValidationError) -> str:
     """A bad ``INSIDERS_*`` value in one line: the variable, its value and what is wrong."""
     first = error.errors()[0]
+    if not first["loc"]:  # a check across settings: its message names the variable itself
+        return f"setting {first['msg']}"
     name = "INSIDERS_" + "_".join(str(part) for part in first["loc"]).upper()
     return f"setting {name}={first.get('input')!r}: {first['msg']}"
 
@@ -596,7 +595,10 @@ def _main(argv: Sequence[str] | None, stopper: Stopper) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Even with -v: kafka-python's debug lines hold the client configuration, the password too.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    # PLAIN and SCRAM over SASL_PLAINTEXT warn on every connection; README "Security" says it.
+    logging.getLogger("kafka.net.sasl").setLevel(logging.ERROR)
     try:
         return int(args.func(args, settings_from(args)))
     except ValidationError as error:

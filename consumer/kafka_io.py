@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
+from pydantic import SecretStr
 
 from consumer.ports import SourceRecord
 from segmenter.errors import InsidersError, InvalidRecord, ServiceUnavailable
@@ -24,6 +33,67 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where Kafka is and how to log in to it: what every client here is built from.
+
+    ``ConnectionSettings.kafka()`` makes one from the ``INSIDERS_KAFKA_*`` settings, which
+    have checked the combination. A plain bootstrap string means PLAINTEXT. Messages name
+    ``bootstrap`` only; the password stays a :class:`SecretStr` until a client is built.
+
+    >>> KafkaConnection("k1:9092,k2:9092").client_config()
+    {'bootstrap_servers': 'k1:9092,k2:9092'}
+    >>> login = KafkaConnection("k:9093", "SASL_SSL", "PLAIN", "me", SecretStr("pw"))
+    >>> sorted(login.client_config().items())  # doctest: +NORMALIZE_WHITESPACE
+    [('bootstrap_servers', 'k:9093'), ('sasl_mechanism', 'PLAIN'),
+     ('sasl_plain_password', 'pw'), ('sasl_plain_username', 'me'),
+     ('security_protocol', 'SASL_SSL')]
+    >>> "pw" in repr(login)
+    False
+    """
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def of(cls, target: KafkaTarget) -> KafkaConnection:
+        return target if isinstance(target, KafkaConnection) else cls(target)
+
+    @property
+    def secured(self) -> bool:
+        """TLS, a SASL login, or both: something the broker can refuse."""
+        return self.security_protocol != "PLAINTEXT"
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python's keyword arguments for a client: only what is set (PLAINTEXT: none)."""
+        config: dict[str, Any] = {"bootstrap_servers": self.bootstrap}
+        if self.secured:
+            config["security_protocol"] = self.security_protocol
+        password = self.sasl_password.get_secret_value() if self.sasl_password else None
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": password,
+            "ssl_cafile": self.ssl_cafile,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+
+KafkaTarget = str | KafkaConnection  # a bare bootstrap string is a PLAINTEXT connection
+
+# Seconds a TLS or SASL connection has to be set up at the first contact (see probe()).
+HANDSHAKE_TIMEOUT = 5.0
+
+
 def _unavailable(bootstrap: str, exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"Kafka at {bootstrap} did not answer ({exc}); start it with `scripts/services start` "
@@ -31,26 +101,114 @@ def _unavailable(bootstrap: str, exc: Exception) -> ServiceUnavailable:
     )
 
 
-def probe(bootstrap: str, timeout: float = 3.0) -> None:
-    """Fail fast with a one-line error when no broker listens (kafka-python waits 30 s)."""
+def probe(
+    bootstrap: KafkaTarget, timeout: float = 3.0, handshake: float = HANDSHAKE_TIMEOUT
+) -> None:
+    """Fail fast with a one-line error when no broker listens (kafka-python waits 30 s).
+
+    Over TLS or SASL, also when the broker refuses the handshake or the login: kafka-python
+    would log and retry that until its bootstrap timeout, then say only that it timed out.
+    """
+    conn = KafkaConnection.of(bootstrap)
     errors = []
-    for server in bootstrap.split(","):
+    for server in conn.bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
             socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
-            return
+            break
         except (OSError, ValueError) as exc:
             errors.append(f"{server}: {exc}")
-    raise _unavailable(bootstrap, OSError("; ".join(errors)))
+    else:
+        raise _unavailable(conn.bootstrap, OSError("; ".join(errors)))
+    if conn.secured:
+        _check_handshake(conn, handshake)
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (single-node replication)."""
-    probe(bootstrap)
+class _ConnectionFailures(logging.Handler):
+    """What kafka-python logs about a failed connection, which it retries and never raises."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.refused: Exception | None = None  # the broker refused the login
+        self.last: Exception | None = None  # another reason, e.g. a failed TLS handshake
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for arg in record.args if isinstance(record.args, tuple) else ():
+            if isinstance(arg, SaslAuthenticationFailedError):
+                self.refused = arg
+            elif isinstance(arg, KafkaError | OSError) and self._telling(arg):
+                self.last = arg
+
+    def _telling(self, error: Exception) -> bool:
+        """Worth keeping: any reason says more than a timeout, and the broker's own answer
+        (an unknown mechanism, say) more than the disconnection that follows it."""
+        if isinstance(error, KafkaTimeoutError):
+            return False
+        return self.last is None or isinstance(self.last, KafkaConnectionError)
+
+
+def _reason(exc: Exception) -> str:
+    """kafka-python's error text without its repeated class names.
+
+    >>> _reason(SaslAuthenticationFailedError("SaslAuthenticationFailedError: Bad login"))
+    'Bad login'
+    """
+    return re.sub(r"^(\[Error -?\d+\] )?(\w+Error: )*", "", str(exc)) or type(exc).__name__
+
+
+def _check_handshake(conn: KafkaConnection, timeout: float) -> None:
+    """Bootstrap once with a throwaway client; a refusal becomes one line, the password in none.
+
+    kafka-python's own account of the failed attempts (a warning or an error per retry) is
+    held back meanwhile: the error raised here says it once.
+    """
+    failures = _ConnectionFailures()
+    kafka_log = logging.getLogger("kafka")
+    propagate = kafka_log.propagate
+    kafka_log.addHandler(failures)
+    kafka_log.propagate = False
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+        admin = KafkaAdminClient(
+            **conn.client_config(),
+            bootstrap_timeout_ms=int(timeout * 1000),
+            request_timeout_ms=int(timeout * 1000),
+        )
+    except KafkaError:
+        pass
+    else:
+        admin.close()
+        return
+    finally:
+        kafka_log.removeHandler(failures)
+        kafka_log.propagate = propagate
+    if failures.refused is not None:
+        raise InsidersError(
+            f"Kafka at {conn.bootstrap} refused the {conn.sasl_mechanism} login of "
+            f"{conn.sasl_username!r} ({_reason(failures.refused)}); check "
+            "INSIDERS_KAFKA_SASL_USERNAME and INSIDERS_KAFKA_SASL_PASSWORD"
+        )
+    if failures.last is not None:
+        check = "INSIDERS_KAFKA_SECURITY_PROTOCOL"
+        if conn.sasl_mechanism:
+            check += " and INSIDERS_KAFKA_SASL_MECHANISM"
+        check += " against the listener"
+        if conn.security_protocol.endswith("SSL"):
+            check += ", and the INSIDERS_KAFKA_SSL_* files"
+        raise ServiceUnavailable(
+            f"Kafka at {conn.bootstrap} did not complete the {conn.security_protocol} handshake "
+            f"({_reason(failures.last)}); check {check}"
+        )
+    # Only slow: the clients' own, longer, timeouts will tell.
+
+
+def ensure_topics(bootstrap: KafkaTarget, topics: Iterable[str], partitions: int = 1) -> None:
+    """Create the topics that do not exist yet (single-node replication)."""
+    conn = KafkaConnection.of(bootstrap)
+    probe(conn)
+    try:
+        admin = KafkaAdminClient(**conn.client_config(), request_timeout_ms=15_000)
     except KafkaError as exc:
-        raise _unavailable(bootstrap, exc) from None
+        raise _unavailable(conn.bootstrap, exc) from None
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
@@ -66,18 +224,19 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1) ->
         admin.close()
 
 
-def producer(bootstrap: str, **config: Any) -> KafkaProducer:
+def producer(bootstrap: KafkaTarget, **config: Any) -> KafkaProducer:
     """A producer that waits for the broker's acknowledgement and takes up to 2 MiB records.
 
     kafka-python retries retriable errors itself (idempotently) until ``delivery_timeout_ms``;
     :class:`ConfirmedProducer` then checks every send.
     """
+    conn = KafkaConnection.of(bootstrap)
     try:
         return KafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES, **config
+            **conn.client_config(), acks="all", max_request_size=MAX_MESSAGE_BYTES, **config
         )
     except KafkaError as exc:
-        raise _unavailable(bootstrap, exc) from None
+        raise _unavailable(conn.bootstrap, exc) from None
 
 
 Message = tuple[str, bytes | None, bytes | None, list[Any] | None]  # topic, key, value, headers
@@ -93,8 +252,8 @@ class ConfirmedProducer:
     did not take.
     """
 
-    def __init__(self, bootstrap: str, give_up_after: float = 60.0, **config: Any) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, bootstrap: KafkaTarget, give_up_after: float = 60.0, **config: Any) -> None:
+        self.bootstrap = KafkaConnection.of(bootstrap).bootstrap
         self.give_up_after = give_up_after
         # The producer's own retries take a third of the budget, so that its verdict on a
         # record comes in time for us to send it again (it needs delivery > linger + request).
@@ -185,7 +344,10 @@ class KafkaEventSink:
     """
 
     def __init__(
-        self, bootstrap: str, events_topic: str = "insiders.events", give_up_after: float = 60.0
+        self,
+        bootstrap: KafkaTarget,
+        events_topic: str = "insiders.events",
+        give_up_after: float = 60.0,
     ) -> None:
         self.events_topic = events_topic
         self.producer = ConfirmedProducer(bootstrap, give_up_after, linger_ms=5)
@@ -237,7 +399,7 @@ class KafkaInvoiceSource:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaTarget,
         topic: str = "invoices",
         group: str = "insiders",
         block_size: int = 5000,
@@ -247,7 +409,8 @@ class KafkaInvoiceSource:
         accept_gap: bool = False,
         outage_seconds: float = 60.0,
     ) -> None:
-        self.bootstrap = bootstrap
+        conn = KafkaConnection.of(bootstrap)
+        self.bootstrap = conn.bootstrap
         self.outage_seconds = outage_seconds
         self._heard_from_broker = time.monotonic()
         self._last_check = 0.0
@@ -263,7 +426,7 @@ class KafkaInvoiceSource:
         self._looked_for_partitions = 0.0
         try:
             self.consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap,
+                **conn.client_config(),
                 group_id=group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -273,7 +436,7 @@ class KafkaInvoiceSource:
             )
             self._assign(self._partitions())
         except KafkaError as exc:
-            raise _unavailable(bootstrap, exc) from None
+            raise _unavailable(conn.bootstrap, exc) from None
         self.end_offsets: dict[TopicPartition, int] = {}
         if exit_at_end:
             tps = sorted(self.consumer.assignment())
@@ -434,7 +597,9 @@ class KafkaPublisher:
     ``flush`` returns once the broker has acknowledged every record sent.
     """
 
-    def __init__(self, bootstrap: str, topic: str = "invoices", give_up_after: float = 60.0):
+    def __init__(
+        self, bootstrap: KafkaTarget, topic: str = "invoices", give_up_after: float = 60.0
+    ):
         self.topic = topic
         # Large batches: publishing is bound by kafka-python's per-record cost.
         self.producer = ConfirmedProducer(

@@ -2,20 +2,129 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:  # kafka-python is imported by the commands that talk to Kafka only
+    from consumer.kafka_io import KafkaConnection
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _setting(variable: str, value: Any, problem: str) -> PydanticCustomError:
+    """A check across settings, worded as ``cli.setting_error`` words one bad value."""
+    return PydanticCustomError("kafka_settings", f"{variable}={value!r}: {problem}")
 
 
 class ConnectionSettings(BaseSettings):
-    """Where Kafka and Redis are; shared by every process."""
+    """Where Kafka and Redis are, and how to log in to them; shared by every process.
+
+    Redis AUTH and TLS are in ``redis_url``. Kafka's are the ``kafka_security_*``,
+    ``kafka_sasl_*`` and ``kafka_ssl_*`` settings; ``kafka()`` hands them to the clients.
+    """
 
     model_config = SettingsConfigDict(env_prefix="INSIDERS_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    # SASL_PLAINTEXT and SASL_SSL need all three; the password may come from a file
+    # (a Docker or Kubernetes secret) instead. It is never logged or shown in an error.
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: FilePath | None = None
+    # SSL and SASL_SSL: the CA that signed the brokers' certificates (default: the system's),
+    # and a client certificate and key for brokers that ask for one.
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "insiders:"
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Self:
+        protocol = self.kafka_security_protocol
+        named = f"INSIDERS_KAFKA_SECURITY_PROTOCOL={protocol}"
+        password_file = self.kafka_sasl_password_file
+        sasl: dict[str, Any] = {  # what is set, shown as an error would show it
+            "INSIDERS_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "INSIDERS_KAFKA_SASL_USERNAME": self.kafka_sasl_username or None,
+            "INSIDERS_KAFKA_SASL_PASSWORD": "***" if self.kafka_sasl_password else None,
+            "INSIDERS_KAFKA_SASL_PASSWORD_FILE": str(password_file) if password_file else None,
+        }
+        ssl = {
+            "INSIDERS_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "INSIDERS_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "INSIDERS_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        # Set but unused is refused: a CA file with PLAINTEXT would look like TLS and not be.
+        if not protocol.startswith("SASL_"):
+            for name, value in sasl.items():
+                if value is not None:
+                    raise _setting(name, value, f"SASL is not used with {named}")
+        if not protocol.endswith("SSL"):
+            for name, path in ssl.items():
+                if path is not None:
+                    raise _setting(name, str(path), f"TLS is not used with {named}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise _setting(
+                "INSIDERS_KAFKA_SSL_KEYFILE",
+                str(self.kafka_ssl_keyfile),
+                "needs INSIDERS_KAFKA_SSL_CERTFILE, the certificate the key belongs to",
+            )
+        if password_file is not None:
+            variable = "INSIDERS_KAFKA_SASL_PASSWORD_FILE"
+            if self.kafka_sasl_password is not None:
+                raise _setting(
+                    variable, str(password_file), "set it or INSIDERS_KAFKA_SASL_PASSWORD, not both"
+                )
+            try:  # one line, as a secret file usually ends with a newline
+                password = password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise _setting(variable, str(password_file), f"cannot read it ({exc})") from None
+            if not password:
+                raise _setting(variable, str(password_file), "the file is empty")
+            self.kafka_sasl_password = SecretStr(password)
+            sasl["INSIDERS_KAFKA_SASL_PASSWORD"] = "***"
+        if protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in sasl.items()
+                if value is None and name != "INSIDERS_KAFKA_SASL_PASSWORD_FILE"
+            ]
+            if missing:
+                needs = ", ".join(missing).replace(
+                    "INSIDERS_KAFKA_SASL_PASSWORD", "INSIDERS_KAFKA_SASL_PASSWORD (or _FILE)"
+                )
+                raise _setting("INSIDERS_KAFKA_SECURITY_PROTOCOL", protocol, f"needs {needs}")
+        return self
+
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client of this process is built from."""
+        from consumer.kafka_io import KafkaConnection
+
+        def path(value: Any) -> str | None:
+            return None if value is None else str(value)
+
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=path(self.kafka_ssl_cafile),
+            ssl_certfile=path(self.kafka_ssl_certfile),
+            ssl_keyfile=path(self.kafka_ssl_keyfile),
+        )
 
 
 class ConsumerSettings(ConnectionSettings):

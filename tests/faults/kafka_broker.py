@@ -11,6 +11,12 @@ on two free ports of its own, with its data and logs in a directory the test own
     broker.restart()          # same ports, same data, no re-format
     broker.stop()             # SIGTERM: a clean, controlled shutdown
     broker.log_path           # what the broker wrote, for failure messages (see log_tail())
+
+With ``sasl_users`` it also listens for SASL/PLAIN clients on a third free port (the PLAINTEXT
+listener stays, for the controller and the readiness check)::
+
+    broker = KafkaBroker(tmp_path, sasl_users={"insiders": "s3cret"})
+    broker.sasl_bootstrap     # "127.0.0.1:PORT" of the SASL_PLAINTEXT listener
 """
 
 from __future__ import annotations
@@ -56,11 +62,11 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{sasl_l}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{sasl_l}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{sasl_map}
 log.dirs={data}
 num.partitions=1
 auto.create.topics.enable=true
@@ -78,6 +84,36 @@ replica.fetch.max.bytes=2097152
 broker.session.timeout.ms=3000
 broker.heartbeat.interval.ms=500
 """
+
+# Appended with ``sasl_users``: PLAIN on the SASL_PLAINTEXT listener, users from the JAAS line
+# (no authorizer, so an authenticated user may do anything).
+SASL_PROPERTIES = """\
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}
+"""
+
+
+def plain_jaas(users: dict[str, str]) -> str:
+    """The broker's PlainLoginModule line: ``user_<name>="<password>"`` for each user.
+
+    >>> plain_jaas({"insiders": "s3cret"})  # doctest: +NORMALIZE_WHITESPACE
+    'org.apache.kafka.common.security.plain.PlainLoginModule required
+     username="insiders" password="s3cret" user_insiders="s3cret";'
+    """
+    if not users:
+        raise ValueError("sasl_users needs at least one user")
+    for name, password in users.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"SASL user name {name!r}: use letters, digits, '_', '.', '-'")
+        if re.search(r'["\\\s;]', password) or not password:
+            raise ValueError(f"SASL password of {name!r}: no quotes, backslashes, spaces or ';'")
+    first, password = next(iter(users.items()))
+    entries = " ".join(f'user_{name}="{secret}"' for name, secret in users.items())
+    return (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="{first}" password="{password}" {entries};'
+    )
 
 
 class BrokerError(RuntimeError):
@@ -167,7 +203,9 @@ def port_open(port: int) -> bool:
 class KafkaBroker:
     """One single-node KRaft broker (broker and controller in one JVM) in ``workdir``."""
 
-    def __init__(self, workdir: Path, lib: Path = KAFKA_LIB) -> None:
+    def __init__(
+        self, workdir: Path, lib: Path = KAFKA_LIB, sasl_users: dict[str, str] | None = None
+    ) -> None:
         self.workdir = Path(workdir)
         self.lib = lib
         self.data_dir = self.workdir / "data"
@@ -175,7 +213,11 @@ class KafkaBroker:
         self.log_path = self.log_dir / "kafka.log"
         self.config_path = self.workdir / "server.properties"
         self.log4j_path = self.workdir / "log4j2.properties"
-        self.port, self.controller_port = free_ports(2)
+        self.sasl_users = dict(sasl_users or {})
+        self._sasl_jaas = plain_jaas(self.sasl_users) if self.sasl_users else ""
+        ports = free_ports(3 if self.sasl_users else 2)
+        self.port, self.controller_port = ports[:2]
+        self.sasl_port: int | None = ports[2] if self.sasl_users else None
         self.process: subprocess.Popen[bytes] | None = None
         self.formatted = False
         self.format_seconds = 0.0
@@ -185,6 +227,17 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """The SASL_PLAINTEXT listener (only with ``sasl_users``)."""
+        if self.sasl_port is None:
+            raise BrokerError("this broker has no SASL listener; pass sasl_users")
+        return f"127.0.0.1:{self.sasl_port}"
+
+    def _data_ports(self) -> list[int]:
+        """The listeners clients use: PLAINTEXT, and SASL_PLAINTEXT if there is one."""
+        return [self.port] + ([self.sasl_port] if self.sasl_port is not None else [])
 
     @property
     def pid(self) -> int | None:
@@ -221,10 +274,20 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log4j_path.write_text(LOG4J2)
+        sasl_listener = sasl_map = sasl = ""
+        if self.sasl_port is not None:
+            sasl_listener = f",SASL_PLAINTEXT://127.0.0.1:{self.sasl_port}"
+            sasl_map = ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            sasl = SASL_PROPERTIES.format(jaas=self._sasl_jaas)
         self.config_path.write_text(
             SERVER_PROPERTIES.format(
-                port=self.port, controller=self.controller_port, data=self.data_dir
+                port=self.port,
+                controller=self.controller_port,
+                data=self.data_dir,
+                sasl_l=sasl_listener,
+                sasl_map=sasl_map,
             )
+            + sasl
         )
         return self._java
 
@@ -262,7 +325,7 @@ class KafkaBroker:
         if not self.formatted:
             self._format(java)
             self.format_seconds = time.perf_counter() - started
-        for port in (self.port, self.controller_port):
+        for port in (*self._data_ports(), self.controller_port):
             if port_open(port):
                 raise BrokerError(f"127.0.0.1:{port} is taken by another process")
         with self.log_path.open("ab") as log:
@@ -297,7 +360,7 @@ class KafkaBroker:
                 code = self.process.returncode
                 self.process = None
                 raise self._fail(f"the broker exited during startup (status {code})")
-            if port_open(self.port) and self._answers():
+            if all(port_open(p) for p in self._data_ports()) and self._answers():
                 return
             if time.perf_counter() > deadline:
                 self.kill()  # no JVM left behind by a failed start

@@ -279,7 +279,8 @@ def test_event_stream_stays_open_through_an_outage_and_resumes(throwaway_redis_a
         assert refused.json()["detail"].startswith(f"Redis at {server.url} is unavailable")
 
         server.restart()
-        new = InsiderEvent("12348", 99, EXITED, 10**9, Reason("lapsed", "test"), 2, 1, {})
+        features = dict(expected[-1]["features"])  # a whole snapshot, as the consumer writes
+        new = InsiderEvent("12348", 99, EXITED, 10**9, Reason("lapsed", "test"), 2, 1, features)
         store.commit_step(StepResult(events=[new]), store.model_checkpoint() or b"")
         started = time.perf_counter()
         frame = next(f for f in stream if "data" in f)  # the next event, none sent twice
