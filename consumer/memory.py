@@ -84,6 +84,8 @@ class MemoryFeatureStore:
     counts: dict[str, int] = field(default_factory=dict)
     model: bytes | None = None
     last_ts: int | None = None
+    # The largest running total of any customer (None: not yet computed), for the 64-bit check.
+    _largest: int | None = field(default=None, repr=False, compare=False)
 
     def stored_offset(self, topic: str, partition: int) -> int:
         return self.offsets.get(f"{topic}:{partition}", -1)
@@ -117,7 +119,8 @@ class MemoryFeatureStore:
                 duplicates += 1
             else:
                 refused.append(Refusal.conflict(offset, line.event_id))
-        refused.extend(self._beyond_64_bits(fresh))
+        if self._may_pass_64_bits(fresh):
+            refused.extend(self._beyond_64_bits(fresh))
         if refused:
             return ApplyResult(refused=tuple(refused))
         # Pass 2: write.
@@ -139,10 +142,18 @@ class MemoryFeatureStore:
                 state = states[cid] = CustomerState()
             state.apply(line, kind)
             pending[cid] = None
+            self._largest = max(self._largest or 0, _largest_total(state))
         self.last_ts = watermark
         if last_offset > stored:
             self.offsets[key] = last_offset
         return ApplyResult(len(fresh), duplicates, stale)
+
+    def _may_pass_64_bits(self, fresh: list[tuple[int, InvoiceLine, int]]) -> bool:
+        """A cheap bound first: only a block that could reach the limit is checked in detail."""
+        if self._largest is None:
+            self._largest = max((_largest_total(s) for s in self.states.values()), default=0)
+        block = sum(abs(line.quantity) * (line.unit_price_micros + 1) for _, line, _ in fresh)
+        return self._largest + block > SUM_LIMIT
 
     def _beyond_64_bits(self, fresh: list[tuple[int, InvoiceLine, int]]) -> list[Refusal]:
         """Lines of customers whose running sums would pass what Redis keeps exactly."""
@@ -447,3 +458,7 @@ def dead_letter_document(record: SourceRecord, error: InvalidRecord) -> dict[str
         "offset": record.offset,
         "value": record.value,
     }
+
+
+def _largest_total(state: CustomerState) -> int:
+    return max(state.revenue_micros, state.units, state.returned_micros, state.returned_units)

@@ -108,6 +108,8 @@ def customer_key(value: object) -> str | None:
     >>> customer_key("C-17"), customer_key("17.5")
     ('C-17', '17.5')
     """
+    if type(value) is str and value.isdecimal():  # the common case, spelled once
+        return value
     if value is None:
         return None
     if type(value) is int:

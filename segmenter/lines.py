@@ -96,14 +96,8 @@ def fingerprint(line: InvoiceLine) -> int:
     ...     InvoiceLine("536365:0", "536365", "85123A", 7, 1291191960, 2_550_000, "17850"))
     (True, False)
     """
-    text = "\x1f".join(
-        (
-            line.invoice_no,
-            line.stock_code,
-            str(line.quantity),
-            str(line.unit_price_micros),
-            str(line.invoice_ts),
-            line.customer_id or "",
-        )
+    text = (
+        f"{line.invoice_no}\x1f{line.stock_code}\x1f{line.quantity}\x1f"
+        f"{line.unit_price_micros}\x1f{line.invoice_ts}\x1f{line.customer_id or ''}"
     )
     return zlib.crc32(text.encode())
