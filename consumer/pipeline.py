@@ -116,8 +116,11 @@ class Pipeline:
         self._dates = DateParser()
         self._offsets: dict[tuple[str, int], int] = {}
         # Work left over by a crash between apply and the segmentation step, or before
-        # the outbox was published: finish it before taking new input.
+        # the outbox was published: finish it before taking new input, exactly as the end
+        # of process() would have (the sweep too: the source resumes after the block, so
+        # the block that crashed is not processed again).
         self.segment()
+        self.sweep()
         self.publish_events()
 
     def process(self, block: Sequence[SourceRecord]) -> None:

@@ -97,3 +97,29 @@ def test_restart_restores_the_model_checkpoint(redis_store):
     assert restarted.segmenter.model.version == saved.model.version > 0
     assert restarted.segmenter.model.clusterer.centres == saved.model.clusterer.centres
     assert restarted.segmenter.swept_at == saved.swept_at is not None
+
+
+def test_a_restart_resumes_after_the_crashed_block_as_if_it_had_finished(
+    redis_client, redis_prefix
+):
+    """The consumer seeks past what Redis holds, so the block that crashed after its apply
+    is not processed again: the restart must finish its segmentation step and its sweep."""
+    all_blocks = blocks()
+    baseline = RedisFeatureStore(redis_client, redis_prefix + "base:")
+    pipeline = Pipeline(baseline, MemoryEventSink(), SegmentModel())
+    swept = []
+    for block in all_blocks:
+        pipeline.process(block)
+        swept.append(pipeline.segmenter.swept_at)
+    crashed = next(i for i in range(1, len(swept)) if swept[i] != swept[i - 1])  # a sweep ran
+
+    store = RedisFeatureStore(redis_client, redis_prefix + "crash:")
+    run_through(store, MemoryEventSink(), all_blocks[:crashed])
+    apply_only(store, all_blocks[crashed])  # the process dies here
+    restarted = Pipeline(store, MemoryEventSink(), SegmentModel())
+    assert restarted.segmenter.swept_at == swept[crashed]
+    for block in all_blocks[crashed + 1 :]:
+        restarted.process(block)
+    got, want = outcome(store), outcome(baseline)
+    pd.testing.assert_frame_equal(got[0], want[0])
+    assert got[1] == want[1]
