@@ -582,6 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopper.install()
     try:
         return _main(argv, stopper)
+    except KeyboardInterrupt:  # a signal before a command could take it as a clean stop
+        print("insiders: interrupted", file=sys.stderr)
+        return 130
     finally:
         stopper.finished.set()
         stopper.uninstall()

@@ -91,7 +91,7 @@ class KafkaConnection:
 KafkaTarget = str | KafkaConnection  # a bare bootstrap string is a PLAINTEXT connection
 
 # Seconds a TLS or SASL connection has to be set up at the first contact (see probe()).
-HANDSHAKE_TIMEOUT = 5.0
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def _unavailable(bootstrap: str, exc: Exception) -> ServiceUnavailable:

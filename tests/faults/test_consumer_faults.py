@@ -356,15 +356,25 @@ def test_publish_stops_in_one_line_when_the_broker_refuses(kafka_bootstrap):
     assert "published" not in done.stdout
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (the SigCgt mask in /proc)."""
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("SigCgt:"):
+            return bool(int(row.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 def test_sigterm_in_any_phase_stops_within_5s_and_releases_the_lock(
     full_topic, kafka_bootstrap, redis_client, prefix, tmp_path
 ):
     env = consumer_env(kafka_bootstrap, REDIS_URL, prefix, full_topic)
     log = tmp_path / "consumer.log"
     took: dict[str, float] = {}
-    for phase, delay in [("start-up", 0.5), ("lock just taken", None), ("mid-stream", 3.0)]:
+    for phase, delay in [("start-up", 0.0), ("lock just taken", None), ("mid-stream", 3.0)]:
         proc = start_consumer(env, "--exit-at-end", log=log)
         try:
+            # Signals are ours from main's first line: wait for the handler, then the phase.
+            wait_for(lambda p=proc: catches_sigterm(p.pid), 30, "installing the handler", proc)
             if delay is None:
                 wait_for(lambda: redis_client.exists(f"{prefix}writer"), 60, "locking", proc)
             else:
