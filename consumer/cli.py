@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from tqdm import tqdm
@@ -26,19 +26,9 @@ from consumer.signals import Stopper
 from segmenter.errors import InsidersError
 
 if TYPE_CHECKING:  # the model (river) takes a second to import: main() must start at once
-    from consumer.ports import EventSink, FeatureStore, SourceRecord
+    from consumer.ports import BlockSource, EventSink, FeatureStore
 
 log = logging.getLogger("insiders")
-
-
-class BlockSource(Protocol):
-    stopping: bool
-
-    def blocks(self) -> Iterator[list[SourceRecord]]: ...
-
-    def commit(self, block: list[SourceRecord]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSettings) -> Any:

@@ -7,7 +7,7 @@ see from a freshly published single-partition topic.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -50,7 +50,7 @@ class FileInvoiceSource:
         if block and not self.stopping:
             yield block
 
-    def commit(self, block: list[SourceRecord]) -> None:
+    def commit(self, block: Sequence[SourceRecord]) -> None:
         """Nothing to acknowledge: the store's offsets are the file's bookmark."""
 
     def close(self) -> None:

@@ -176,3 +176,21 @@ class EventSink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class BlockSource(Protocol):
+    """Where a pipeline's blocks come from: a file, or Kafka."""
+
+    stopping: bool  # set to stop after the block in hand
+
+    def blocks(self) -> Iterator[list[SourceRecord]]: ...
+
+    def commit(self, block: Sequence[SourceRecord]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RewindableSource(BlockSource, Protocol):
+    """A source that can go back to where the store says it left off (Kafka)."""
+
+    def rewind(self) -> None: ...

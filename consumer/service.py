@@ -16,13 +16,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Callable
 
 import redis
 
 from consumer.pipeline import Pipeline, PipelineStats
-from consumer.ports import SourceRecord
+from consumer.ports import RewindableSource
 from consumer.redis_store import RedisFeatureStore
 from segmenter.errors import InsidersError, ServiceUnavailable, StoreDiverged
 
@@ -30,18 +29,6 @@ log = logging.getLogger("insiders")
 
 # Errors after which Redis may answer again: wait for it, then resume from what it holds.
 REDIS_OUTAGE = (redis.ConnectionError, redis.TimeoutError)
-
-
-class RewindableSource(Protocol):
-    stopping: bool
-
-    def blocks(self) -> Iterator[list[SourceRecord]]: ...
-
-    def commit(self, block: Sequence[SourceRecord]) -> None: ...
-
-    def rewind(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class Heartbeat:
