@@ -3,6 +3,10 @@
 Every rejection is an :class:`InvalidRecord` with a machine-readable ``reason``
 (the dead-letter topic groups by it) and a one-line ``detail`` naming the field
 and the value. This is the hot path of ingest: plain code, no model classes.
+
+``stock_code`` may be null: the record is a whole order (a purchase) with no product
+lines, as a retailer that sends orders has them; quantity 1 and the order's value as
+unit price count it exactly.
 """
 
 from __future__ import annotations
@@ -184,8 +188,8 @@ def _parse(raw: bytes, parse_date: DateParser) -> InvoiceLine:
     if not isinstance(invoice_no, str) or not invoice_no:
         raise wrong("invoice_no", "a non-empty string")
     stock_code = doc["stock_code"]
-    if not isinstance(stock_code, str):
-        raise wrong("stock_code", "a string")
+    if stock_code is not None and not isinstance(stock_code, str):
+        raise wrong("stock_code", "a string or null (a whole order)")
     quantity = doc["quantity"]
     if type(quantity) is not int:
         raise wrong("quantity", "an integer")

@@ -3,6 +3,10 @@
 A validated line is either a *purchase*, a *return*, or *ignored* with a reason
 (no customer, not a product, zero price). Ignored lines are valid input: they are
 counted, never sent to the dead-letter topic.
+
+A line with no stock code (``None``) is a whole order without product lines, as
+retailers that send purchases rather than invoice lines have them: it counts like a
+product line of that value.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class InvoiceLine:
 
     event_id: str
     invoice_no: str
-    stock_code: str
+    stock_code: str | None  # None: a whole order, no product lines
     quantity: int
     invoice_ts: int
     unit_price_micros: int
@@ -75,10 +79,18 @@ def classify(line: InvoiceLine) -> tuple[LineKind, IgnoreReason | None]:
     (<LineKind.PURCHASE: 'purchase'>, None)
     >>> classify(InvoiceLine("1:1", "1", "POST", 1, 0, 18_000_000, "17850"))[1].value
     'not_a_product'
+
+    A whole order (no stock code) is a purchase, or a return, of its value; at price 0
+    it is ignored as any line is:
+
+    >>> classify(InvoiceLine("L2:0", "L2", None, 1, 0, 11_770_000, "00001"))[0].value
+    'purchase'
+    >>> classify(InvoiceLine("L3:0", "L3", None, 1, 0, 0, "00001"))[1].value
+    'zero_price'
     """
     if line.customer_id is None:
         return LineKind.IGNORED, IgnoreReason.NO_CUSTOMER
-    if not is_product(line.stock_code):
+    if line.stock_code is not None and not is_product(line.stock_code):
         return LineKind.IGNORED, IgnoreReason.NOT_A_PRODUCT
     if line.unit_price_micros <= 0:
         return LineKind.IGNORED, IgnoreReason.ZERO_PRICE
@@ -95,9 +107,16 @@ def fingerprint(line: InvoiceLine) -> int:
     >>> fingerprint(a) == fingerprint(a), fingerprint(a) == fingerprint(
     ...     InvoiceLine("536365:0", "536365", "85123A", 7, 1291191960, 2_550_000, "17850"))
     (True, False)
+    >>> order = InvoiceLine("L2:0", "L2", None, 1, 852076800, 11_770_000, "00001")
+    >>> fingerprint(order) == fingerprint(order), fingerprint(order) == fingerprint(
+    ...     InvoiceLine("L2:0", "L2", "None", 1, 852076800, 11_770_000, "00001"))
+    (True, False)
     """
+    # No stock code digests as a NUL, which no real code is; a line with a code digests as
+    # it always did, so state saved before whole orders existed still tells repeats apart.
+    stock = "\x00" if line.stock_code is None else line.stock_code
     text = (
-        f"{line.invoice_no}\x1f{line.stock_code}\x1f{line.quantity}\x1f"
+        f"{line.invoice_no}\x1f{stock}\x1f{line.quantity}\x1f"
         f"{line.unit_price_micros}\x1f{line.invoice_ts}\x1f{line.customer_id or ''}"
     )
     return zlib.crc32(text.encode())
