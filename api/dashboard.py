@@ -70,9 +70,11 @@ def render(report: Report) -> str:
         "</div>",
         "<h2>Who</h2>",
         "<p>The most valuable Insiders (all of them: <a href='/insiders'>/insiders</a>).</p>",
-        "<table><tr><th>customer</th><th class='n'>revenue</th></tr>",
+        "<table><tr><th>customer</th><th class='n'>kept (revenue − returns)</th>"
+        "<th class='n'>revenue</th></tr>",
         *(
-            f"<tr><td>{_customer(c.customer_id)}</td><td class='n'>{money(c.revenue)}</td></tr>"
+            f"<tr><td>{_customer(c.customer_id)}</td><td class='n'>{money(c.kept_value)}</td>"
+            f"<td class='n'>{money(c.revenue)}</td></tr>"
             for c in report.top_insiders
         ),
         "</table>",

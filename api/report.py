@@ -69,7 +69,8 @@ def report_body(report: Report) -> schemas.Report:
         expected_revenue={"Insiders": report.expected_insiders, "rest": report.expected_rest},
         mean_revenue={k: _estimate(v) for k, v in report.mean_revenue.items()},
         top_insiders=[
-            schemas.TopCustomer(customer_id=c, revenue=r) for c, r in report.top_insiders
+            schemas.TopCustomer(customer_id=c, revenue=r, kept_value=k)
+            for c, r, k in report.top_insiders
         ],
         traits=[
             schemas.Trait(
@@ -150,9 +151,12 @@ def as_markdown(body: schemas.Report) -> str:
         "",
         "## Who (the most valuable)",
         "",
-        "| customer | revenue |",
-        "| --- | ---: |",
-        *(f"| {c.customer_id} | {money(c.revenue)} |" for c in body.top_insiders),
+        "| customer | kept (revenue - returns) | revenue |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {c.customer_id} | {money(c.kept_value)} | {money(c.revenue)} |"
+            for c in body.top_insiders
+        ),
         "",
         "## What characterises them (medians)",
         "",

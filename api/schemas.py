@@ -35,6 +35,7 @@ class Features(BaseModel):
     units: int
     returned_value: float = Field(description="Σ |quantity| × unit price over returns, £")
     returned_units: int
+    kept_value: float = Field(description="revenue - returned_value, £ (spec v2)")
     first_purchase_at: UtcDatetime | None
     last_purchase_at: UtcDatetime | None
     recency_days: float | None = Field(description="days since the last purchase, as of `as_of`")
@@ -43,7 +44,7 @@ class Features(BaseModel):
 
 
 class Driver(BaseModel):
-    feature: str = Field(description="spec v1 feature")
+    feature: str = Field(description="spec v2 feature")
     value: float = Field(description="the customer's value")
     insider_typical: float = Field(description="the value at the centre of the Insider segment")
     effect: str = Field(description='"for" or "against" being an Insider')
@@ -74,7 +75,7 @@ class CustomerStatus(BaseModel):
 
 
 class EventReason(BaseModel):
-    code: str = Field(description="top_segment | left_top_segment | lapsed")
+    code: str = Field(description="top_segment | left_top_segment | outranked | lapsed")
     text: str = Field(description="the reason in a sentence")
 
 
@@ -186,6 +187,7 @@ class WeekRow(BaseModel):
 class TopCustomer(BaseModel):
     customer_id: str
     revenue: float
+    kept_value: float = Field(description="revenue minus returned value, £ (what ranks them)")
 
 
 class Report(BaseModel):

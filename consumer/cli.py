@@ -37,15 +37,19 @@ def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSetti
     from segmenter.model import SegmentModel
     from segmenter.policy import InsiderPolicy, PolicySettings
 
-    policy = InsiderPolicy(
-        PolicySettings(
+    try:
+        rules = PolicySettings(
+            target_share=settings.target_share or None,
+            share_band=settings.share_band,
             entry_margin=settings.entry_margin,
             exit_margin=settings.exit_margin,
             min_dwell_days=settings.min_dwell_days,
             lapse_days=settings.lapse_days,
             overdue_factor=settings.overdue_factor,
         )
-    )
+    except ValueError as exc:
+        raise InsidersError(f"INSIDERS_TARGET_SHARE / INSIDERS_SHARE_BAND: {exc}") from None
+    policy = InsiderPolicy(rules)
     model = SegmentModel(n_segments=settings.segments, seed=settings.seed)
     clock = event_clock if settings.clock == "event" else wall_clock
     return Pipeline(store, sink, model, clock, policy)
@@ -93,12 +97,15 @@ def log_summary(stats: Any, elapsed: float, store: FeatureStore) -> None:
 
 
 def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
-    from consumer.files import read_records
+    from consumer.file_source import check_accepted
+    from consumer.files import in_time_order
     from consumer.kafka_io import KafkaPublisher, RateLimiter, ensure_topics
 
     path = Path(args.path)
-    records = read_records(path)
-    # Reading the first record checks the file and its layout before Kafka is touched.
+    # Before Kafka is touched: the file, its layout, and that the consumer would accept a
+    # line of it (read up to the first valid line; every line only when none is).
+    check_accepted(path)
+    records = in_time_order(path)
     first = next(records, None)
     kafka = settings.kafka()
     ensure_topics(kafka, [settings.topic], args.partitions)
@@ -440,6 +447,12 @@ def _date(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2011-09-08") from None
 
 
+DATA_FILE = (
+    ".csv, .csv.gz or .xlsx in the UCI, Online Retail II or Kaggle layout, or purchases "
+    "(customer_id, date, amount per line; CDNOW's whitespace-separated .txt too)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="insiders",
@@ -456,8 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
         p.add_argument("--redis-url", help="Redis URL (default redis://127.0.0.1:6379/0)")
 
-    p = sub.add_parser("publish", help="produce a CSV file's invoice lines to Kafka")
-    p.add_argument("path", help=".csv or .csv.gz in the UCI, Online Retail II or Kaggle layout")
+    p = sub.add_parser("publish", help="produce a file's invoice lines or purchases to Kafka")
+    p.add_argument("path", help=DATA_FILE)
     p.add_argument("--topic", help="topic to produce to (default invoices)")
     p.add_argument("--rate", type=float, help="lines per second (default: as fast as possible)")
     p.add_argument("--partitions", type=int, default=1, help="partitions if the topic is new")
@@ -532,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("replay", help="run a file through the pipeline in-process (no servers)")
-    p.add_argument("path", help=".csv or .csv.gz of invoice lines")
+    p.add_argument("path", help=DATA_FILE)
     p.add_argument("--export", metavar="OUT", help="write the export (.csv or .parquet) here")
     p.add_argument("--report", metavar="OUT.md", help="write the business report (Markdown) here")
     p.add_argument("--until", type=_date, help="stop at this event time, e.g. 2011-09-08")

@@ -1,6 +1,10 @@
 """`insiders evaluate`: replay a file embedded and measure the Insiders it finds.
 
-Out-of-time value: Insiders at the cut against the revenue that follows it.
+Size: the Insiders' share of the customers known, at the cut and on every day after
+the warm-up, against the target share.
+Out-of-time value: Insiders at the cut against the revenue that follows it, side by
+side with the same number of top customers by past value (what they kept), the best
+simple ranking.
 Agreement: Insiders at the end against batch KMeans on the same features.
 Stability: flaps (exit and re-entry within 30 days) over the last three months.
 """
@@ -19,6 +23,8 @@ from consumer.export import export_frame
 from consumer.file_source import FileInvoiceSource
 from consumer.memory import MemoryFeatureStore
 from consumer.pipeline import Pipeline
+from consumer.ports import SourceRecord
+from segmenter.errors import InsidersError
 from segmenter.evaluation import (
     Capture,
     Interval,
@@ -33,18 +39,28 @@ from segmenter.evaluation import (
     stability,
     top_share,
 )
-from segmenter.features import SECONDS_PER_DAY, features_of
+from segmenter.features import SECONDS_PER_DAY, features_of, to_datetime
 from segmenter.model import model_input
 from segmenter.report import expected_revenue
 
-TOP_SHARE = 0.12
+# Fewer customers than this at the cut measure nothing: one customer is 2% of them.
+MIN_CUSTOMERS_AT_CUT = 50
+
+
+class EvaluationError(InsidersError):
+    """The file and the cut cannot be evaluated (one line, for the command line)."""
 
 
 @dataclass
 class Evaluation:
     cut: datetime
+    target_share: float | None
+    share_band: float
     customers_at_cut: int
     insiders_at_cut: int
+    # The share after each block from the first ranking on (after the warm-up): the
+    # moments the service decides. Clock value -> share of the customers known.
+    shares: pd.Series
     # Customers per segment rank at the cut (the model's assessed customers only): a
     # segment that wins almost nobody is a dead cluster.
     segments_at_cut: dict[int, int]
@@ -78,15 +94,44 @@ def evaluate(
 ) -> Evaluation:
     store = MemoryFeatureStore()
     pipeline = make_pipeline(store)
-    for block in FileInvoiceSource(path, block_size, until=cut).blocks():
+    shares: dict[int, float] = {}
+
+    def process(block: list[SourceRecord]) -> None:
         pipeline.process(block)
-    cut_ts = store.watermark() or 0
+        now = store.watermark()
+        if pipeline.segmenter.calibration is not None and now is not None:
+            shares[now] = store.insiders(0, 0)[1] / max(store.customer_count(), 1)
+
+    for block in FileInvoiceSource(path, block_size, until=cut).blocks():
+        process(block)
+    cut_ts = store.watermark()
+    if cut_ts is None:
+        raise EvaluationError(
+            f"no purchase in {path.name} is dated before the cut {cut:%Y-%m-%d}: "
+            "pick a cut inside the data"
+        )
     at_cut = export_frame(store, cut_ts).set_index("customer_id")
+    if len(at_cut) < MIN_CUSTOMERS_AT_CUT:
+        raise EvaluationError(
+            f"only {len(at_cut)} customers are known at the cut {cut:%Y-%m-%d} "
+            f"(at least {MIN_CUSTOMERS_AT_CUT} needed): pick a later cut"
+        )
+    if not pipeline.segmenter.model.clusterer.ready:
+        raise EvaluationError(
+            f"the model is still warming up at the cut {cut:%Y-%m-%d} "
+            f"({len(at_cut):,} customers known): pick a later cut"
+        )
     members_at_cut = set(at_cut.index[at_cut["insider"]])
     pace = [(features_of(c.state, cut_ts), c.status.insider) for c in store.customers()]
     for block in FileInvoiceSource(path, block_size).blocks():
-        pipeline.process(block)
-    end = export_frame(store, store.watermark()).set_index("customer_id")
+        process(block)
+    end_ts = store.watermark() or cut_ts
+    if end_ts <= cut_ts:
+        raise EvaluationError(
+            f"the cut {cut:%Y-%m-%d} is at or after the last purchase of {path.name} "
+            f"({to_datetime(end_ts):%Y-%m-%d}): nothing comes after it to measure"
+        )
+    end = export_frame(store, end_ts).set_index("customer_id")
 
     # Future purchases as the issue defines them, and net of the returns made after the cut
     # (one £168k order after the cut was cancelled the same day).
@@ -95,11 +140,14 @@ def evaluate(
     future_net = (future - returned).clip(lower=0)
     insiders = at_cut["insider"]
     batch_cut, _ = batch_kmeans_top(at_cut, seed=seed)
+    # The same number of customers as the Insiders, by the simple rankings.
+    size = float(insiders.mean())
     selections = {
         "Insiders (this model)": insiders,
-        f"top {TOP_SHARE:.0%} by past revenue": top_share(at_cut["revenue"], TOP_SHARE),
+        "same number by past value (kept)": top_share(at_cut["kept_value"], size),
+        "same number by past revenue": top_share(at_cut["revenue"], size),
         "batch KMeans k=4 (log spec v1)": batch_cut,
-        f"hindsight: top {TOP_SHARE:.0%} by future revenue": top_share(future, TOP_SHARE),
+        "hindsight: same number by future revenue": top_share(future, size),
     }
     captures = [capture(name, mask, future, future_net) for name, mask in selections.items()]
     horizon = ((store.watermark() or 0) - cut_ts) / SECONDS_PER_DAY
@@ -130,10 +178,14 @@ def evaluate(
         if c.status.segment is not None
     ]
     members_at_window = members_at(events, window_start)
+    rules = pipeline.segmenter.policy.settings
     return Evaluation(
         cut=cut,
+        target_share=rules.target_share,
+        share_band=rules.share_band,
         customers_at_cut=len(at_cut),
         insiders_at_cut=len(members_at_cut),
+        shares=pd.Series(shares, dtype=float),
         segments_at_cut=_segment_counts(at_cut["segment"]),
         captures=captures,
         future_mean=future_mean,
@@ -158,7 +210,27 @@ def _segment_counts(segments: pd.Series) -> dict[int, int]:
 
 
 def report(result: Evaluation) -> str:
-    lines = [
+    share = result.insiders_at_cut / result.customers_at_cut
+    lines = []
+    if result.target_share is not None:
+        target, shares = result.target_share, result.shares
+        tolerance = 0.02
+        inside = int(((shares - target).abs() <= tolerance + 1e-12).sum())
+        lines += [
+            f"Size: target {target:.1%} of the customers known (the edges hold "
+            f"±{result.share_band:.1%} at each daily ranking)",
+            f"at the cut: {share:.1%} ({result.insiders_at_cut:,} of "
+            f"{result.customers_at_cut:,}); "
+            + (
+                f"after each of the {len(shares)} blocks since the first ranking: "
+                f"{shares.min():.1%} to {shares.max():.1%}, {inside} of them within "
+                f"±{tolerance:.0%}"
+                if len(shares)
+                else "no ranking yet"
+            ),
+            "",
+        ]
+    lines += [
         f"Out-of-time value: Insiders on {result.cut:%Y-%m-%d}, revenue after it",
         f"({result.customers_at_cut:,} customers known at the cut, "
         f"{result.insiders_at_cut:,} Insiders; customers per segment: "
@@ -171,15 +243,13 @@ def report(result: Evaluation) -> str:
         lines.append(
             f"{c.name:<38} {c.customers:>9.1%} {c.future_revenue:>15.1%} {c.future_net:>15.1%}"
         )
+    ours, simple = result.captures[0], result.captures[1]
     lines += [
         "",
-        "goal: at least 60% of the future revenue with at most 12% of customers: "
-        + (
-            "met"
-            if result.model.future_revenue >= 0.60 and result.model.customers <= 0.12
-            else "NOT met"
-        ),
-        "the batch notebook this replaces: 40.9% of past revenue with 12.9% of its ids",
+        f"Insiders against the same number by past value: {ours.future_revenue:.1%} against "
+        f"{simple.future_revenue:.1%} of the future revenue "
+        f"({(ours.future_revenue - simple.future_revenue) * 100:+.2f} points), "
+        f"{ours.future_net:.1%} against {simple.future_net:.1%} net of returns",
         "",
         "future revenue per customer, £ (bootstrap 95% interval)",
         f"{'':<10} {'mean':>30} {'median':>30}",

@@ -4,7 +4,7 @@ Order of effects for one block, which is what makes the effect exactly-once:
 1. rejected records go to the dead-letter sink (flushed before anything moves on);
 2. the block's lines and its last offset are applied to the store in one atomic unit;
 3. the segmentation step runs on the changed customers, and the daily sweep (when
-   due) on every Insider; each commits statuses, outbox events and the model
+   due) on every customer; each commits statuses, outbox events and the model
    checkpoint in one atomic unit;
 4. outbox events are published to the event sink, then marked published;
 5. only then does the caller commit the source offset.
@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from consumer.ports import EventSink, FeatureStore, Refusal, SourceRecord
+from consumer.ports import Customer, EventSink, FeatureStore, Refusal, SourceRecord
 from consumer.records import DateParser, parse_record
 from segmenter.errors import CheckpointError, InvalidRecord
 from segmenter.lines import InvoiceLine
@@ -32,6 +32,9 @@ from segmenter.segmentation import Segmenter, StepResult
 log = logging.getLogger(__name__)
 
 Clock = Callable[[FeatureStore], int | None]
+
+# Rejections of one reason logged in full per process; the rest are only counted.
+LOGGED_PER_REASON = 5
 
 
 def event_clock(store: FeatureStore) -> int | None:
@@ -150,9 +153,7 @@ class Pipeline:
             try:
                 lines.append((record.offset, parse_record(record.value, self._dates)))
             except InvalidRecord as error:
-                log.warning(
-                    "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
-                )
+                self._log_rejection(record, error)
                 self.sink.dead_letter(record, error)
                 stats.rejected[error.reason] += 1
                 rejected += 1
@@ -185,14 +186,26 @@ class Pipeline:
         for refusal in refused:
             record = by_offset[refusal.offset]
             error = InvalidRecord(refusal.reason, refusal.detail)
-            log.warning(
-                "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
-            )
+            self._log_rejection(record, error)
             self.sink.dead_letter(record, error)
             self.stats.rejected[refusal.reason] += 1
         self.sink.flush()
         out = {refusal.offset for refusal in refused}
         return [(offset, line) for offset, line in lines if offset not in out]
+
+    def _log_rejection(self, record: SourceRecord, error: InvalidRecord) -> None:
+        """The first few rejections of each reason in full; the rest are counted (the summary
+        and the dead-letter topic have them all), so that a bad file does not flood the log."""
+        seen = self.stats.rejected[error.reason]
+        if seen < LOGGED_PER_REASON:
+            log.warning(
+                "rejected %s[%d]@%d: %s", record.topic, record.partition, record.offset, error
+            )
+        elif seen == LOGGED_PER_REASON:
+            log.warning(
+                "more %s rejections: counted, not logged (each is on the dead-letter topic)",
+                error.reason,
+            )
 
     def segment(self) -> None:
         pending = self.store.pending()
@@ -206,12 +219,20 @@ class Pipeline:
         self._commit(result)
 
     def sweep(self) -> None:
-        """Re-assess every Insider once per sweep interval of the clock (time-driven exits)."""
+        """Once per sweep interval of the clock: rank everyone and hold the target share
+        (or, without one, re-assess every Insider); time-driven exits come from here.
+
+        Reading every customer costs O(customers) once a day of event time; see the README
+        on scale.
+        """
         now = self.clock(self.store)
         if now is None or not self.segmenter.sweep_due(now):
             return
-        insiders, _ = self.store.insiders(0, 1_000_000)
-        result = self.segmenter.sweep([(c.customer_id, c.state, c.status) for c in insiders], now)
+        if self.segmenter.sweeps_everyone:
+            customers: Iterable[Customer] = self.store.customers()
+        else:
+            customers = self.store.insiders(0, 1_000_000)[0]
+        result = self.segmenter.sweep([(c.customer_id, c.state, c.status) for c in customers], now)
         self._commit(result)
 
     def _commit(self, result: StepResult) -> None:

@@ -143,7 +143,11 @@ class ConsumerSettings(ConnectionSettings):
     writer_wait: float = Field(default=15.0, ge=0)
     # How long the consumer waits for Redis or Kafka to answer again before it stops.
     outage_seconds: float = Field(default=60.0, gt=0)
-    # Insider policy (see segmenter.policy): margins are fractions of the way to a centre.
+    # Insider policy (see segmenter.policy). The group holds target_share of the customers
+    # (within ±share_band at each daily sweep); 0 turns that off, and the fixed margins
+    # (fractions of the way to a centre) decide alone.
+    target_share: float = Field(default=0.12, ge=0, lt=1)
+    share_band: float = Field(default=0.015, ge=0, lt=1)
     entry_margin: float = 0.3
     exit_margin: float = 0.3
     min_dwell_days: float = 30.0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from segmenter.features import CustomerState, features_of
 from segmenter.model import Driver, model_input
-from segmenter.policy import InsiderStatus, describe
+from segmenter.policy import InsiderStatus, describe, lapse_after
 from segmenter.segmentation import Segmenter
 
 
@@ -40,20 +40,27 @@ def explain(
     features = features_of(state, now_ts)
     assessment = segmenter.model.assess(model_input(features), explain=True)
     rules = segmenter.policy.settings
+    edges = segmenter.edges
     margin = assessment.margin if assessment.margin is not None else 0.0
     drivers = describe(assessment)
     recency = features.recency_days or 0.0
-    if status.insider:
-        to_change = margin + rules.exit_margin
-        lapse = max(rules.lapse_days - recency, 0.0)
+    if edges is None:
         summary = (
-            f"Insider: margin {margin:+.2f}, exits below {-rules.exit_margin:+.2f} "
+            f"{'Insider' if status.insider else 'not an Insider'}: margin {margin:+.2f}; the "
+            f"edges are set at the first daily ranking after the warm-up; {drivers}"
+        )
+        return Explanation(summary, margin, None, None, assessment.drivers)
+    if status.insider:
+        to_change = margin - edges.exit
+        lapse = max(lapse_after(features, rules) - recency, 0.0)
+        summary = (
+            f"Insider: margin {margin:+.2f}, exits below {edges.exit:+.2f} "
             f"or after {lapse:.0f} more days without a purchase; {drivers}"
         )
         return Explanation(summary, margin, to_change, lapse, assessment.drivers)
-    to_change = rules.entry_margin - margin
+    to_change = edges.entry - margin
     summary = (
-        f"not an Insider: margin {margin:+.2f}, enters at {rules.entry_margin:+.2f} "
-        f"in segment 1 (now segment {assessment.segment}); {drivers}"
+        f"not an Insider: margin {margin:+.2f}, enters at {edges.entry:+.2f} "
+        f"(segment now {assessment.segment}); {drivers}"
     )
     return Explanation(summary, margin, to_change, None, assessment.drivers)

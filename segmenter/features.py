@@ -1,4 +1,9 @@
-"""Feature spec v1: a customer's running state, its update rule, and the features it yields.
+"""Feature spec v2: a customer's running state, its update rule, and the features it yields.
+
+Spec v2 is spec v1 plus ``kept_value``: revenue minus returned value, the money the
+customer kept. Value-based decisions (the model's money input, the ranking of segments,
+the report's "most valuable") use it, so that a £168k order returned the same day is
+worth what was kept, not £168k. Spec v1's columns are unchanged.
 
 The running state holds only sums, counts and extremes, so applying lines is
 commutative: any arrival order gives the same state. Features that depend on
@@ -22,6 +27,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "units",
     "returned_value",
     "returned_units",
+    "kept_value",
     "first_purchase_at",
     "last_purchase_at",
     "recency_days",
@@ -77,7 +83,7 @@ class CustomerState:
 
 @dataclass(frozen=True, slots=True)
 class CustomerFeatures:
-    """Spec v1 features of one customer as seen at clock value ``now``."""
+    """Spec v2 features of one customer as seen at clock value ``now``."""
 
     revenue: float
     invoices: int
@@ -85,6 +91,7 @@ class CustomerFeatures:
     units: int
     returned_value: float
     returned_units: int
+    kept_value: float  # revenue - returned_value (spec v2); negative if older purchases came back
     first_purchase_at: datetime | None
     last_purchase_at: datetime | None
     recency_days: float | None
@@ -108,13 +115,13 @@ def to_epoch(moment: datetime) -> int:
 
 
 def features_of(state: CustomerState, now_ts: int) -> CustomerFeatures:
-    """Derive spec v1 features at ``now_ts``.
+    """Derive spec v2 features at ``now_ts``.
 
     >>> s = CustomerState(revenue_micros=30_000_000, invoices=2, lines=3, units=10,
-    ...                   first_ts=0, last_ts=10 * SECONDS_PER_DAY)
+    ...                   returned_micros=4_500_000, first_ts=0, last_ts=10 * SECONDS_PER_DAY)
     >>> f = features_of(s, 40 * SECONDS_PER_DAY)
-    >>> f.revenue, f.recency_days, f.frequency, f.avg_ticket
-    (30.0, 30.0, 1.5, 15.0)
+    >>> f.revenue, f.kept_value, f.recency_days, f.frequency, f.avg_ticket
+    (30.0, 25.5, 30.0, 1.5, 15.0)
     """
     revenue = state.revenue_micros / MICROS_PER_POUND
     if state.first_ts is None or state.last_ts is None:
@@ -133,6 +140,7 @@ def features_of(state: CustomerState, now_ts: int) -> CustomerFeatures:
         units=state.units,
         returned_value=state.returned_micros / MICROS_PER_POUND,
         returned_units=state.returned_units,
+        kept_value=(state.revenue_micros - state.returned_micros) / MICROS_PER_POUND,
         first_purchase_at=first,
         last_purchase_at=last,
         recency_days=recency,

@@ -5,9 +5,12 @@ Callers never see those numbers: :class:`SegmentModel` reports a *segment rank*,
 1 being the highest-value segment (the Insiders), recomputed from the centroids
 after every update. The model is not thread-safe; one writer owns it.
 
-Besides the segment, :meth:`SegmentModel.assess` says how far a customer is from
-the Insider edge (the boundary between the top centre and the nearest other one)
-and which inputs pull them towards or away from it: the "why" of a status.
+Besides the segment, :meth:`SegmentModel.assess` gives a customer's *margin*: where
+they stand on the value axis between the top segment's centre and the next segment's
+(the Insider edge is halfway), and which inputs pull them towards or away from it: the
+"why" of a status. The axis is the value that ranks the segments, so more money or a
+longer relationship never lowers a margin: the biggest customers rank first, whichever
+segment the clustering puts them in.
 
 The model's state is plain data (:meth:`SegmentModel.to_state`), checked field by
 field when it is read back (:meth:`SegmentModel.from_state`).
@@ -17,14 +20,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from river import preprocessing
 
 from segmenter.clusterer import SequentialKMeans
 from segmenter.errors import CheckpointError
-from segmenter.features import CustomerFeatures
+from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, CustomerState
+from segmenter.lines import MICROS_PER_POUND
 from segmenter.state import Fields
 
 INSIDER_SEGMENT = 1
@@ -44,7 +50,7 @@ RFM = ("recency", "frequency", "monetary", "ticket")
 INPUT_FEATURES = {
     "recency": ("recency_days", "days"),
     "frequency": ("frequency", "invoices per 30 days"),
-    "monetary": ("revenue", "£"),
+    "monetary": ("kept_value", "£"),
     "ticket": ("avg_ticket", "£ per invoice"),
     "tenure": ("tenure_days", "days"),
 }
@@ -66,13 +72,18 @@ _SCALER_FIELDS = ("counts", "means", "vars")
 
 
 def model_input(features: CustomerFeatures) -> dict[str, float]:
-    """Log-scaled RFM inputs: spec v1 features are heavy-tailed (a few wholesalers dominate).
+    """Log-scaled RFM inputs: the features are heavy-tailed (a few wholesalers dominate).
+
+    Money is what the customer kept (spec v2 ``kept_value``): returns take value away.
 
     >>> from segmenter.features import CustomerState, features_of
     >>> s = CustomerState(revenue_micros=99_000_000, invoices=1, lines=1, units=1,
     ...                   first_ts=0, last_ts=0)
     >>> {k: round(v, 3) for k, v in model_input(features_of(s, 0)).items()}
     {'recency': 0.0, 'frequency': 0.693, 'monetary': 4.605, 'ticket': 4.605, 'tenure': 0.0}
+    >>> s.returned_micros = 98_000_000  # £98 of the £99 came back
+    >>> round(model_input(features_of(s, 0))["monetary"], 3)
+    0.693
     """
     recency = max(features.recency_days or 0.0, 0.0)
     first, last = features.first_purchase_at, features.last_purchase_at
@@ -80,10 +91,37 @@ def model_input(features: CustomerFeatures) -> dict[str, float]:
     return {
         "recency": math.log1p(recency),
         "frequency": math.log1p(features.frequency or 0.0),
-        "monetary": math.log1p(max(features.revenue, 0.0)),
+        "monetary": math.log1p(max(features.kept_value, 0.0)),
         "ticket": math.log1p(max(features.avg_ticket or 0.0, 0.0)),
         # Days since the first purchase: long relationships are worth more.
         "tenure": math.log1p(recency + span),
+    }
+
+
+def model_inputs(states: Sequence[CustomerState], now_ts: int) -> dict[str, np.ndarray]:
+    """:func:`model_input` of many customers at once, one array per input.
+
+    The daily ranking of every customer uses it: it skips building each customer's
+    features (dates and all), which would cost more than the ranking itself.
+    """
+    count = len(states)
+
+    def column(name: str) -> np.ndarray:
+        return np.fromiter((getattr(s, name) for s in states), dtype=float, count=count)
+
+    revenue = column("revenue_micros") / MICROS_PER_POUND
+    kept = revenue - column("returned_micros") / MICROS_PER_POUND
+    invoices = column("invoices")
+    first, last = column("first_ts"), column("last_ts")
+    recency = np.maximum((now_ts - last) / SECONDS_PER_DAY, 0.0)
+    tenure_days = (now_ts - first) / SECONDS_PER_DAY
+    frequency = invoices * 30 / np.maximum(30.0, tenure_days)
+    return {
+        "recency": np.log1p(recency),
+        "frequency": np.log1p(frequency),
+        "monetary": np.log1p(np.maximum(kept, 0.0)),
+        "ticket": np.log1p(np.maximum(revenue / np.maximum(invoices, 1), 0.0)),
+        "tenure": np.log1p(recency + (last - first) / SECONDS_PER_DAY),
     }
 
 
@@ -102,10 +140,10 @@ class Driver:
 class Assessment:
     """Where a customer stands: segment rank, margin to the Insider edge, and drivers.
 
-    ``margin`` is the signed position against the nearest edge of the top segment's
-    cell, in units of half the distance between the two centres: 1 at the Insider
-    centre, 0 on the edge, -1 at the neighbouring centre, above 1 beyond the Insider
-    centre (the biggest customers). The drivers' ``pull`` values sum to it.
+    ``margin`` is the position on the value axis, in units of half the value between the
+    top segment's centre and the next segment's: 1 at the Insider centre's value, 0 on
+    the edge halfway, -1 at the next segment's, above 1 beyond the Insider centre (the
+    biggest customers). The drivers' ``pull`` values sum to it.
     """
 
     segment: int | None
@@ -147,7 +185,7 @@ class SegmentModel:
             self.n_segments, warmup=self.warmup, memory=self.memory, seed=self.seed
         )
         self._ranks: dict[int, int] = {}
-        self._edge_cache: tuple[int, list[float]] | None = None
+        self._axis_cache: tuple[list[float], list[float], float] | None = None
 
     def to_state(self) -> dict[str, Any]:
         """Parameters, scaler statistics and clusterer state as JSON-ready data."""
@@ -238,7 +276,7 @@ class SegmentModel:
         self.scaler.learn_one(x)
         self.clusterer.learn_one(self._scaled(x))
         self._ranks = {}
-        self._edge_cache = None
+        self._axis_cache = None
 
     def end_step(self, now_ts: int | None = None) -> None:
         """Close one model update: a new version, with segments re-ranked.
@@ -253,7 +291,7 @@ class SegmentModel:
                 self.clusterer.start()
         self.version += 1
         self._ranks = self._rank()
-        self._edge_cache = None
+        self._axis_cache = None
 
     def _rank(self) -> dict[int, int]:
         def value(label: int) -> float:
@@ -290,37 +328,69 @@ class SegmentModel:
         label = min(range(len(distances)), key=distances.__getitem__)
         if len(centres) < 2:
             return Assessment(INSIDER_SEGMENT, 1.0)
-        top, gaps = self._edges()
-        # Signed position against each edge of the top cell: +1 at the top centre, 0 on
-        # the edge, -1 at the other centre, above 1 beyond the top centre. The nearest
-        # edge (smallest value) is the one that decides membership.
-        margin, other = min(
-            ((distances[o] - distances[top]) / gaps[o], o) for o in range(len(centres)) if o != top
-        )
+        weights, mid, half = self._axis()
+        # Position along the value axis: +1 at the top centre's value, 0 halfway to the next
+        # segment's, -1 at it; more of a valued input never lowers it.
+        pulls_by_input = [w * (a - m) / half for w, a, m in zip(weights, v, mid, strict=True)]
+        margin = sum(pulls_by_input)
         if not explain:
             return Assessment(self.ranks[label], margin)
-        t, o_c, gap = centres[top], centres[other], gaps[other]
-        pulls = sorted(
-            ((i, ((v[i] - o_c[i]) ** 2 - (v[i] - t[i]) ** 2) / gap) for i in range(len(keys))),
-            key=lambda item: -abs(item[1]),
-        )
+        top = centres[self._top()]
+        pulls = sorted(enumerate(pulls_by_input), key=lambda item: -abs(item[1]))
         return Assessment(
             self.ranks[label],
             margin,
-            tuple(self._driver(keys[i], pull, x, t[i]) for i, pull in pulls),
+            tuple(self._driver(keys[i], pull, x, top[i]) for i, pull in pulls),
         )
 
-    def _edges(self) -> tuple[int, list[float]]:
-        """The top centre's index and its squared distance to every centre (cached)."""
-        if self._edge_cache is None:
+    def margins(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`assess`'s margins and segment ranks for many inputs at once.
+
+        ``inputs`` holds one array per input (:func:`model_inputs`). The daily ranking of
+        every customer uses it; it agrees with :meth:`assess` to rounding. While the
+        model warms up: NaN margins and segment 0.
+        """
+        count = len(next(iter(inputs.values()))) if inputs else 0
+        if not self.clusterer.ready or not count:
+            return np.full(count, np.nan), np.zeros(count, dtype=int)
+        keys = self.clusterer.keys
+        raw = np.column_stack([inputs[k] for k in keys]).astype(float)
+        means = np.array([self.scaler.means.get(k, 0.0) for k in keys])
+        variances = np.array([self.scaler.vars.get(k, 0.0) for k in keys])
+        weights = np.array([self.weights.get(k, 1.0) if self.weights else 1.0 for k in keys])
+        # As river's StandardScaler: an input of zero variance scales to 0.
+        stds = np.where(variances > 0, np.sqrt(variances), 1.0)
+        z = np.where(variances > 0, (raw - means) / stds, 0.0) * weights
+        centres = np.array(self.clusterer.centres, dtype=float)
+        distances = ((z[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        labels = distances.argmin(axis=1)
+        ranks = self.ranks
+        segments = np.array([ranks[label] for label in range(len(centres))])[labels]
+        if len(centres) < 2:
+            return np.ones(count), segments
+        value_weights, mid, half = self._axis()
+        return (z - np.array(mid)) @ np.array(value_weights) / half, segments
+
+    def _value(self, point: Sequence[float]) -> float:
+        keys = self.clusterer.keys
+        return sum(VALUE_WEIGHTS.get(k, 0.0) * c for k, c in zip(keys, point, strict=True))
+
+    def _top(self) -> int:
+        return next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)
+
+    def _axis(self) -> tuple[list[float], list[float], float]:
+        """The value axis of the margin (cached): each input's value weight, the point
+        halfway between the top centre and the next segment's, and half their difference
+        in value."""
+        if self._axis_cache is None:
             centres = self.clusterer.centres
-            top = next(label for label, rank in self.ranks.items() if rank == INSIDER_SEGMENT)
-            gaps = [
-                sum((a - b) * (a - b) for a, b in zip(centres[top], c, strict=True)) or 1e-12
-                for c in centres
-            ]
-            self._edge_cache = (top, gaps)
-        return self._edge_cache
+            second = next(label for label, rank in self.ranks.items() if rank == 2)
+            top, runner = centres[self._top()], centres[second]
+            weights = [VALUE_WEIGHTS.get(k, 0.0) for k in self.clusterer.keys]
+            mid = [(a + b) / 2 for a, b in zip(top, runner, strict=True)]
+            half = (self._value(top) - self._value(runner)) / 2 or 1e-12
+            self._axis_cache = (weights, mid, half)
+        return self._axis_cache
 
     def typical(self, segment: int = INSIDER_SEGMENT) -> dict[str, float]:
         """The centre of ``segment`` in the spec v1 features' own units, e.g. revenue in £.

@@ -24,7 +24,7 @@ from segmenter.evaluation import Interval, bootstrap, flaps, members_at
 from segmenter.events import EXITED, event_time
 from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, to_datetime, to_epoch
 from segmenter.model import INSIDER_SEGMENT, model_input
-from segmenter.policy import InsiderStatus, PolicySettings, overdue
+from segmenter.policy import InsiderStatus, PolicySettings, lapse_after, lapsed, overdue
 from segmenter.segmentation import Segmenter
 
 HORIZON_DAYS = 90
@@ -150,7 +150,8 @@ class Report:
     expected_insiders: float
     expected_rest: float
     mean_revenue: dict[str, Interval]  # "Insiders", "rest": bootstrap 95% intervals
-    top_insiders: list[tuple[str, float]]  # (customer id, revenue), most valuable first
+    # (customer id, revenue, kept value), most valuable first: by kept value (spec v2)
+    top_insiders: list[tuple[str, float, float]]
     traits: list[Trait]
     segments: list[SegmentSummary]
     insider_centre: dict[str, float]  # the Insider segment's centre in feature units
@@ -212,8 +213,8 @@ def build_report(
         expected_rest=expected(rest),
         mean_revenue=mean_revenue,
         top_insiders=[
-            (r.customer_id, r.features.revenue)
-            for r in sorted(insiders, key=lambda r: -r.features.revenue)[:10]
+            (r.customer_id, r.features.revenue, r.features.kept_value)
+            for r in sorted(insiders, key=lambda r: (-r.features.kept_value, r.customer_id))[:10]
         ],
         traits=_traits(insiders, rest, now),
         segments=_segments(customers, segment_of, total_revenue, now, horizon_days),
@@ -351,19 +352,40 @@ def _conditions(rules: PolicySettings | None, segmenter: Segmenter | None) -> li
         else f"{TRAITS.get(name, (name, ''))[0]} ~{value:,.0f}"
         for name, value in centre.items()
     )
-    return [
-        f"Enter: the model places the customer in segment {INSIDER_SEGMENT}, the top-value "
-        f"segment, at least {rules.entry_margin:.2f} inside its edge (margin 1 is the segment's "
-        f"centre{': ' + where if where else ''}), with a purchase in the last "
-        f"{rules.lapse_days:.0f} days.",
-        f"Stay: at least {rules.min_dwell_days:.0f} days once in; small moves across the edge "
-        f"do not count.",
-        f"Leave (left_top_segment): the customer's own activity puts them more than "
-        f"{rules.exit_margin:.2f} outside the edge.",
-        f"Leave (lapsed): no purchase for {rules.lapse_days:.0f} days; or, on the daily sweep, "
-        f"outside the band and more than {rules.overdue_factor:g} times their usual gap between "
-        f"invoices since the last one.",
+    edges = segmenter.edges
+    if rules.target_share is not None:
+        size = (
+            f"The group holds {rules.target_share:.0%} of the customers, within "
+            f"±{rules.share_band:.1%}: each day every customer is ranked by margin (their "
+            f"position against the edge of segment {INSIDER_SEGMENT}, the top-value segment; "
+            f"margin 1 is its centre{': ' + where if where else ''}) and the edges are set "
+            f"from that ranking."
+        )
+        enter_at = f"{edges.entry:+.2f}" if edges is not None else "the calibrated edge"
+        leave_at = f"{edges.exit:+.2f}" if edges is not None else "the calibrated edge"
+    else:
+        size = (
+            f"The group is the customers the model places in segment {INSIDER_SEGMENT}, the "
+            f"top-value segment (margin 1 is its centre{': ' + where if where else ''})."
+        )
+        enter_at, leave_at = f"{rules.entry_margin:+.2f}", f"{-rules.exit_margin:+.2f}"
+    lines = [
+        size,
+        f"Enter: a margin of at least {enter_at}, and not lapsed.",
+        f"Stay: at least {rules.min_dwell_days:.0f} days once in, unless the customer's own "
+        f"returns or losses drop them a full centre gap below the exit edge; moves between "
+        f"the two edges do not count.",
+        f"Leave (left_top_segment): the customer's own activity puts their margin below "
+        f"{leave_at}.",
+        "Leave (outranked): on the daily ranking, others now rank above them by more than the band."
+        if rules.target_share is not None
+        else "",
+        f"Leave (lapsed): no purchase for {rules.lapse_days:.0f} days, or for "
+        f"{rules.overdue_factor:g} times their usual gap between invoices if that is longer; "
+        f"or, on the daily sweep, below the exit edge and more than {rules.overdue_factor:g} "
+        "times their usual gap since the last purchase.",
     ]
+    return [line for line in lines if line]
 
 
 def _evidence(report: Report) -> list[Evidence]:
@@ -401,8 +423,8 @@ def _actions(
     rules: PolicySettings | None,
     now: int,
 ) -> list[Action]:
-    by_value = sorted(customers, key=lambda r: -r.features.revenue)
-    value_of = {r.customer_id: r.features.revenue for r in customers}
+    by_value = sorted(customers, key=lambda r: (-r.features.kept_value, r.customer_id))
+    value_of = {r.customer_id: r.features.kept_value for r in customers}
     new_since = now - NEW_DAYS * SECONDS_PER_DAY
 
     def action(key: str, title: str, why: str, ids: list[str]) -> Action:
@@ -418,25 +440,26 @@ def _actions(
         )
     ]
     if rules is not None:
-        warn = rules.lapse_days - RECENT_DAYS
         at_risk = [
             r.customer_id
             for r in by_value
             if r.status.insider
-            and ((r.features.recency_days or 0.0) >= warn or overdue(r.features, rules))
+            and (
+                (r.features.recency_days or 0.0) >= lapse_after(r.features, rules) - RECENT_DAYS
+                or overdue(r.features, rules)
+            )
         ]
         actions.append(
             action(
                 "at_risk",
                 "Reach out before they lapse",
-                f"Insiders overdue for their next order, or within {RECENT_DAYS} days of the "
-                f"{rules.lapse_days:.0f}-day lapse limit",
+                f"Insiders overdue for their next order, or within {RECENT_DAYS} days of their "
+                "lapse limit",
                 at_risk,
             )
         )
     # A segment is as of the customer's last assessment: someone who stopped buying long
     # ago is not "nearly in", whatever their segment said then.
-    lapse = rules.lapse_days if rules is not None else float("inf")
     actions.append(
         action(
             "nearly",
@@ -448,7 +471,7 @@ def _actions(
                 for r in by_value
                 if not r.status.insider
                 and segment_of[r.customer_id] == INSIDER_SEGMENT
-                and (r.features.recency_days or 0.0) <= lapse
+                and (rules is None or not lapsed(r.features, rules))
             ],
         )
     )

@@ -1,34 +1,50 @@
 """Segmentation steps: learn from the customers that changed and re-assign them; sweep.
 
+The step assesses the customers a block changed against the policy's edges. The daily
+sweep ranks every customer by margin, calibrates the edges to the target share
+(:func:`segmenter.policy.calibrate`) and applies them to everyone: that is what holds
+the group's size, and what takes out Insiders as time passes without a purchase.
+
 The segmenter's checkpoint is versioned JSON (``orjson`` bytes), never a pickle::
 
-    {"format": "insiders.checkpoint", "version": 1, "model_version": 812,
+    {"format": "insiders.checkpoint", "version": 2, "model_version": 812,
      "segments": 4, "seed": 42, "swept_at": 1323993600,
-     "policy": {"entry_margin": 0.3, ...},
+     "calibration": {"entry": 0.61, "exit": 0.42, "customers": 4334, ...},
+     "policy": {"target_share": 0.12, ...},
      "model": {"n_segments": 4, ..., "scaler": {...}, "clusterer": {...}}}
 
-Reading one runs no code; every field is checked before the model is built.
+Version 1 (before target shares) is read too: it has no calibration, and the next
+sweep makes one. Reading a checkpoint runs no code; every field is checked before the
+model is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 
 from segmenter.errors import CheckpointError
 from segmenter.events import InsiderEvent
 from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of
-from segmenter.model import SegmentModel, model_input
-from segmenter.policy import InsiderPolicy, InsiderStatus
+from segmenter.model import Assessment, SegmentModel, model_input, model_inputs
+from segmenter.policy import (
+    Calibration,
+    Edges,
+    InsiderPolicy,
+    InsiderStatus,
+    calibrate,
+    lapsed_mask,
+)
 from segmenter.state import Fields, describe
 
 Customers = Sequence[tuple[str, CustomerState, InsiderStatus]]
 
 CHECKPOINT_FORMAT = "insiders.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 _CHECKPOINT_FIELDS = (
     "format",
     "version",
@@ -36,6 +52,7 @@ _CHECKPOINT_FIELDS = (
     "segments",
     "seed",
     "swept_at",
+    "calibration",
     "policy",
     "model",
 )
@@ -59,6 +76,17 @@ class Segmenter:
     policy: InsiderPolicy = field(default_factory=InsiderPolicy)
     sweep_every: int = SECONDS_PER_DAY
     swept_at: int | None = None
+    calibration: Calibration | None = None
+
+    @property
+    def edges(self) -> Edges | None:
+        """The edges in force: calibrated to the target share, or the policy's fixed ones.
+
+        None until the first sweep after the warm-up has ranked the customers.
+        """
+        if self.policy.settings.target_share is None:
+            return self.policy.fixed_edges
+        return None if self.calibration is None else self.calibration.edges
 
     def step(self, customers: Customers, now_ts: int) -> StepResult:
         """Learn from customers whose state changed, then re-assess them."""
@@ -71,33 +99,151 @@ class Segmenter:
         return self._assess(changed, now_ts, sweep=False)
 
     def sweep_due(self, now_ts: int) -> bool:
-        return self.swept_at is None or now_ts - self.swept_at >= self.sweep_every
+        if self.swept_at is None or now_ts - self.swept_at >= self.sweep_every:
+            return True
+        # The model just left its warm-up: rank at once rather than up to a day later.
+        if self.edges is None:
+            return self.model.clusterer.ready
+        # So many new customers came that the group fell below its band: rank again now.
+        rules = self.policy.settings
+        calibration = self.calibration
+        return (
+            rules.target_share is not None
+            and calibration is not None
+            and calibration.below(rules.target_share - rules.share_band)
+        )
 
-    def sweep(self, insiders: Customers, now_ts: int) -> StepResult:
-        """Re-assess current Insiders as time moves (recency grows without new events)."""
+    @property
+    def sweeps_everyone(self) -> bool:
+        """Whether :meth:`sweep` needs every customer (a target share) or only the Insiders."""
+        return self.policy.settings.target_share is not None
+
+    def sweep(self, customers: Customers, now_ts: int) -> StepResult:
+        """Re-assess as time moves (recency grows without new events).
+
+        With a target share, ``customers`` is everyone. They are ranked by margin and
+        the edges calibrated (:func:`segmenter.policy.calibrate`); Insiders below the
+        exit edge leave; then customers at or above the entry edge enter, and if the
+        group is still below the target, the best-ranked others enter until it is
+        reached (the entry edge in force until the next sweep is lowered to match).
+        Without a target share, ``customers`` is the Insiders, re-assessed against the
+        fixed edges.
+        """
         self.swept_at = now_ts
-        return self._assess(insiders, now_ts, sweep=True)
+        if not self.sweeps_everyone:
+            return self._assess([c for c in customers if c[2].insider], now_ts, sweep=True)
+        if not self.model.clusterer.ready:
+            return StepResult()
+        rules = self.policy.settings
+        assert rules.target_share is not None
+        # One order whatever order the store keeps: the events come out the same.
+        known = sorted((c for c in customers if c[1].has_purchases), key=lambda c: c[0])
+        inputs = model_inputs([state for _, state, _ in known], now_ts)
+        margins, segments = self.model.margins(inputs)
+
+        def column(name: str) -> np.ndarray:
+            return np.fromiter(
+                (getattr(state, name) for _, state, _ in known), dtype=float, count=len(known)
+            )
+
+        last = column("last_ts")
+        eligible = ~lapsed_mask(
+            (now_ts - last) / SECONDS_PER_DAY,
+            column("invoices"),
+            (last - column("first_ts")) / SECONDS_PER_DAY,
+            rules,
+        )
+        calibration = calibrate(margins, eligible, rules.target_share, rules.share_band, now_ts)
+        result = StepResult()
+
+        def decide(i: int, edges: Edges) -> InsiderStatus:
+            cid, state, status = known[i]
+            version = self.model.version
+            features = features_of(state, now_ts)
+            assessment = Assessment(int(segments[i]), float(margins[i]))
+            new, event = self.policy.decide(
+                cid, status, assessment, features, now_ts, version, edges, sweep=True
+            )
+            if event is not None:
+                # The same decision, with the drivers its reason names. The margin stays the
+                # ranking's: the one-customer computation may differ from it in the last bit.
+                drivers = self.model.assess(model_input(features), explain=True).drivers
+                assessment = replace(assessment, drivers=drivers)
+                new, event = self.policy.decide(
+                    cid, status, assessment, features, now_ts, version, edges, sweep=True
+                )
+                assert event is not None
+                result.events.append(event)
+            # Only changes are written: a segment or a membership, not a new model version.
+            if new.insider != status.insider or new.segment != status.segment:
+                result.statuses[cid] = new
+            return new
+
+        edges = calibration.edges
+        members = 0
+        for i, (_, _, status) in enumerate(known):
+            if status.insider:
+                members += decide(i, edges).insider
+        # Entries, best-ranked first: everyone at or above the entry edge while the group
+        # is below the top of its band (Insiders kept by their dwell count too), and then,
+        # if the group is still below the target, the next best until it is reached.
+        outside = [i for i, (_, _, status) in enumerate(known) if not status.insider]
+        candidates = sorted(
+            (i for i in outside if eligible[i]), key=lambda i: (-margins[i], known[i][0])
+        )
+        target = round(rules.target_share * len(known))
+        room = max(0, calibration.cap - members)
+        admitted = [i for i in candidates[:room] if margins[i] >= edges.entry]
+        if len(admitted) + members < target:
+            admitted = candidates[: target - members]
+            fill = float(margins[admitted[-1]]) if admitted else edges.entry
+            if fill < edges.entry:
+                edges = Edges(fill, edges.exit, edges.note + ", filled to the target")
+                calibration = replace(calibration, edges=edges)
+        chosen = set(admitted)
+        for i in outside:
+            if i in chosen:
+                members += decide(i, edges).insider
+            elif int(segments[i]) != known[i][2].segment:
+                cid, _, status = known[i]
+                result.statuses[cid] = replace(
+                    status, segment=int(segments[i]), model_version=self.model.version
+                )
+        self.calibration = replace(calibration, members=members)
+        return result
 
     def _assess(self, customers: Customers, now_ts: int, sweep: bool) -> StepResult:
         result = StepResult()
         version = self.model.version
+        calibration = self.calibration if self.sweeps_everyone else None
         for cid, state, status in customers:
             features = features_of(state, now_ts)
             x = model_input(features)
             assessment = self.model.assess(x)
+            if calibration is not None and status.model_version == 0:
+                calibration = calibration.grown(1)  # never assessed before: a new customer
+            if calibration is not None and not status.insider and calibration.full:
+                # The group is at the top of its band: the next ranking decides who enters.
+                edges = None
+            else:
+                edges = self.edges
             new, event = self.policy.decide(
-                cid, status, assessment, features, now_ts, version, sweep=sweep
+                cid, status, assessment, features, now_ts, version, edges, sweep=sweep
             )
             if event is not None:
                 # The same decision again, with the drivers the event's reason names.
                 assessment = self.model.assess(x, explain=True)
                 new, event = self.policy.decide(
-                    cid, status, assessment, features, now_ts, version, sweep=sweep
+                    cid, status, assessment, features, now_ts, version, edges, sweep=sweep
                 )
             if new != status:
                 result.statuses[cid] = new
             if event is not None:
                 result.events.append(event)
+                if calibration is not None:
+                    calibration = calibration.moved(1 if new.insider else -1)
+        if calibration is not None:
+            self.calibration = calibration
         return result
 
     def to_state(self) -> dict[str, Any]:
@@ -114,6 +260,7 @@ class Segmenter:
             "segments": model.n_segments,
             "seed": model.seed,
             "swept_at": self.swept_at,
+            "calibration": None if self.calibration is None else self.calibration.to_state(),
             "policy": self.policy.to_state(),
             "model": model.to_state(),
         }
@@ -126,11 +273,13 @@ class Segmenter:
         if state.get("format") != CHECKPOINT_FORMAT:
             found = describe(state["format"]) if "format" in state else "no format field"
             raise CheckpointError(f"not an Insiders checkpoint (format {found})")
-        if state.get("version") != CHECKPOINT_VERSION:
+        if state.get("version") not in (1, CHECKPOINT_VERSION):
             raise CheckpointError(
                 f"Insiders checkpoint version {describe(state.get('version'))}: "
-                f"this release reads version {CHECKPOINT_VERSION}"
+                f"this release reads versions 1 and {CHECKPOINT_VERSION}"
             )
+        if state["version"] == 1:
+            state = {**state, "version": CHECKPOINT_VERSION, "calibration": None}
         doc = Fields(state, "checkpoint", _CHECKPOINT_FIELDS)
         model = SegmentModel.from_state(doc.raw("model"), doc.at("model"))
         for name, have in (
@@ -140,10 +289,14 @@ class Segmenter:
         ):
             if doc.integer(name, minimum=None) != have:
                 raise CheckpointError(f"{doc.at(name)}: {doc.raw(name)}, but the model's is {have}")
+        calibration = doc.raw("calibration")
         return cls(
             model=model,
             policy=InsiderPolicy.from_state(doc.raw("policy"), doc.at("policy")),
             swept_at=doc.optional_integer("swept_at", minimum=None),
+            calibration=None
+            if calibration is None
+            else Calibration.from_state(calibration, doc.at("calibration")),
         )
 
     def checkpoint(self) -> bytes:
@@ -157,7 +310,11 @@ class Segmenter:
         nothing of this segmenter has changed.
         """
         saved = Segmenter.from_checkpoint(blob)
-        self.model, self.swept_at = saved.model, saved.swept_at
+        self.model, self.swept_at, self.calibration = (
+            saved.model,
+            saved.swept_at,
+            saved.calibration,
+        )
         if not keep_policy:
             self.policy = saved.policy
 

@@ -138,6 +138,10 @@ class Fields:
     def number(self, name: str, minimum: float | None = None) -> float:
         return number(self.value[name], self.at(name), minimum)
 
+    def optional_number(self, name: str, minimum: float | None = None) -> float | None:
+        value = self.value[name]
+        return None if value is None else number(value, self.at(name), minimum)
+
     def string(self, name: str) -> str:
         return string(self.value[name], self.at(name))
 

@@ -63,5 +63,5 @@ def test_a_checkpoint_of_another_version_names_what_is_wrong(redis_client, redis
     assert answer.status_code == 503
     assert answer.json() == {
         "detail": "the model checkpoint in Redis at redis://x:6379/0 is unusable: Insiders "
-        "checkpoint version 9: this release reads version 1"
+        "checkpoint version 9: this release reads versions 1 and 2"
     }

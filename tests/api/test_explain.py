@@ -1,14 +1,19 @@
 """`why`, history and stats over both feature stores, filled by the real pipeline.
 
 Expected values are taken from the API's other routes (the policy from /stats, the
-features from the same response, the events from /events) and from arithmetic here.
+features from the same response, the events from /events), from the edges of the last
+daily ranking as the consumer stored them (the checkpoint's JSON, read here without the
+project's code) and from arithmetic here.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
+from datetime import datetime
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -34,12 +39,28 @@ def policy(client: TestClient) -> dict[str, float]:
     return rules
 
 
+def stored_edges(store) -> tuple[float, float]:
+    """The (entry, exit) margins the last daily ranking set, from the stored checkpoint."""
+    blob = store.model_checkpoint()
+    assert blob is not None, "the consumer stored no checkpoint"
+    calibration = orjson.loads(blob)["calibration"]
+    assert calibration is not None, "no daily ranking yet: the sample should reach one"
+    assert calibration["customers"] == SAMPLE_CUSTOMERS
+    return calibration["entry"], calibration["exit"]
+
+
+def days(a: str, b: str) -> float:
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds() / 86_400
+
+
 def signed_sum(why: dict) -> float:
     return sum(d["weight"] if d["effect"] == "for" else -d["weight"] for d in why["drivers"])
 
 
-def test_why_of_an_insider(client):
+def test_why_of_an_insider(client, store):
     rules = policy(client)
+    entry, exit_ = stored_edges(store)
+    assert exit_ <= entry  # the band between them is the hysteresis
     insiders = all_insider_ids(client)
     assert insiders
     for cid in insiders:
@@ -47,18 +68,46 @@ def test_why_of_an_insider(client):
         assert body["insider"] is True
         why = body["why"]
         assert why["summary"].startswith("Insider:"), why["summary"]
-        assert why["margin"] > -rules["exit_margin"], (cid, why)
-        assert why["to_change"] == pytest.approx(why["margin"] + rules["exit_margin"], abs=1e-9)
+        assert f"exits below {exit_:+.2f}" in why["summary"], why["summary"]
+        # Below the exit edge an Insider stays only through the minimum dwell.
+        dwell = days(body["insider_since"], body["as_of"])
+        assert why["margin"] >= exit_ or dwell < rules["min_dwell_days"], (cid, why, dwell)
+        assert why["to_change"] == pytest.approx(why["margin"] - exit_, abs=1e-9)
         assert why["lapse_in_days"] is not None
-        expected_lapse = rules["lapse_days"] - body["features"]["recency_days"]
-        assert why["lapse_in_days"] == pytest.approx(expected_lapse, abs=1e-6)
         assert why["drivers"]
         assert all(d["effect"] in {"for", "against"} for d in why["drivers"])
         assert signed_sum(why) == pytest.approx(why["margin"], abs=1e-9)
 
 
-def test_why_of_a_customer_who_is_not_an_insider(client, store):
+def days_to_lapse(features: dict, rules: dict[str, float]) -> float:
+    """Days without a purchase until the lapse rule holds, by hand from the features.
+
+    Lapsed: no purchase for lapse_days, or for overdue_factor x the usual gap if that is
+    longer; the usual gap is the span from the first to the last purchase over the n - 1
+    gaps between n invoices (one invoice: no gap, lapse_days alone).
+    """
+    n, factor = features["invoices"], rules["overdue_factor"]
+    recency = features["recency_days"]
+    span = days(features["first_purchase_at"], features["last_purchase_at"])
+    at = rules["lapse_days"] if n < 2 else max(rules["lapse_days"], factor * span / (n - 1))
+    return max(at - recency, 0.0)
+
+
+def test_lapse_in_days_follows_the_lapse_rule(client):
+    """`lapse_in_days` is the time until `lapsed` holds, not lapse_days - recency alone."""
     rules = policy(client)
+    wrong = []
+    for cid in all_insider_ids(client):
+        body = client.get(f"/customers/{cid}").json()
+        want = days_to_lapse(body["features"], rules)
+        got = body["why"]["lapse_in_days"]
+        if not (got == pytest.approx(want, abs=1e-6) or (math.isinf(want) and got is None)):
+            wrong.append((cid, body["features"]["invoices"], got, want))
+    assert not wrong, f"{len(wrong)} Insiders: (id, invoices, lapse_in_days, by the rule) {wrong}"
+
+
+def test_why_of_a_customer_who_is_not_an_insider(client, store):
+    entry, _ = stored_edges(store)
     insiders = set(all_insider_ids(client))
     others = sorted(c.customer_id for c in store.customers() if c.customer_id not in insiders)
     assert others
@@ -68,7 +117,8 @@ def test_why_of_a_customer_who_is_not_an_insider(client, store):
         why = body["why"]
         assert why["summary"].startswith("not an Insider"), why["summary"]
         assert why["lapse_in_days"] is None
-        assert why["to_change"] == pytest.approx(rules["entry_margin"] - why["margin"], abs=1e-9)
+        assert f"enters at {entry:+.2f}" in why["summary"], why["summary"]
+        assert why["to_change"] == pytest.approx(entry - why["margin"], abs=1e-9)
         assert why["drivers"]
         assert all(d["effect"] in {"for", "against"} for d in why["drivers"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pandas as pd
 import pytest
 
@@ -37,19 +38,35 @@ def test_report_figures_agree_with_pandas(client):
     assert body["mean_revenue"]["Insiders"]["estimate"] == pytest.approx(revenue[flag].mean())
     traits = {t["name"]: t for t in body["traits"]}
     assert traits["avg_ticket"]["rest"] == pytest.approx(features.loc[~flag, "avg_ticket"].median())
-    top = revenue[flag].sort_values(ascending=False).head(10)
+    # The most valuable Insiders by what they kept (spec v2: revenue - returned value).
+    kept = (features["revenue"] - features["returned_value"])[flag]
+    top = kept.reset_index(name="kept").sort_values(
+        ["kept", "customer_id"], ascending=[False, True]
+    )
+    top = top.head(10).set_index("customer_id")["kept"]
     assert [t["customer_id"] for t in body["top_insiders"]] == list(top.index)
+    for t in body["top_insiders"]:
+        assert t["kept_value"] == pytest.approx(top[t["customer_id"]], abs=0.01)
+        assert t["revenue"] == pytest.approx(revenue[t["customer_id"]], abs=0.01)
     segments = body["segments"]
     assert sum(s["customers"] for s in segments) == len(features)
     assert sum(s["insiders"] for s in segments) == flag.sum()
 
 
-def test_report_states_conditions_evidence_and_actions(client):
+def test_report_states_conditions_evidence_and_actions(client, store):
     body = client.get("/report").json()
     policy = body["policy"]
-    assert policy["entry_margin"] > 0 and policy["lapse_days"] > 0
-    assert any(f"{policy['lapse_days']:.0f} days" in c for c in body["conditions"])
-    assert body["insider_centre"]["revenue"] > 0
+    assert 0 < policy["target_share"] < 1 and policy["lapse_days"] > 0
+    conditions = body["conditions"]
+    assert any(f"{policy['lapse_days']:.0f} days" in c for c in conditions)
+    assert any(f"holds {policy['target_share']:.0%} of the customers" in c for c in conditions)
+    # The edges in force are the ones the last daily ranking stored with the model.
+    calibration = orjson.loads(store.model_checkpoint())["calibration"]
+    assert any(f"a margin of at least {calibration['entry']:+.2f}" in c for c in conditions)
+    assert any(f"their margin below {calibration['exit']:+.2f}" in c for c in conditions)
+    assert any(c.startswith("Leave (outranked)") for c in conditions)
+    # The model's money input is what customers kept.
+    assert body["insider_centre"]["kept_value"] > 0
     assert {a["key"] for a in body["actions"]} == {"welcome", "at_risk", "nearly", "win_back"}
     for action in body["actions"]:
         assert len(action["customer_ids"]) == min(action["count"], 20)
@@ -89,7 +106,7 @@ def test_dashboard_escapes_what_it_shows():
         mean_revenue={
             k: {"estimate": None, "low": None, "high": None} for k in ("Insiders", "rest")
         },
-        top_insiders=[{"customer_id": "<b>x</b>", "revenue": 1.0}],
+        top_insiders=[{"customer_id": "<b>x</b>", "revenue": 1.0, "kept_value": 1.0}],
         traits=[],
         segments=[],
         insider_centre={},

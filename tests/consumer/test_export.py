@@ -16,13 +16,15 @@ from segmenter.model import SegmentModel
 from tests.conftest import REDIS_URL, SAMPLE
 from tests.reference import load_lines, spec_v1
 
-SPEC_V1 = [
+# Spec v2: spec v1's columns, with kept_value (revenue - returned_value) after the returns.
+SPEC_V2 = [
     "revenue",
     "invoices",
     "lines",
     "units",
     "returned_value",
     "returned_units",
+    "kept_value",
     "first_purchase_at",
     "last_purchase_at",
     "recency_days",
@@ -48,11 +50,14 @@ def test_export_from_redis(redis_store, redis_prefix, tmp_path, fmt):
     frame = (
         pd.read_parquet(out) if fmt == "parquet" else pd.read_csv(out, dtype={"customer_id": str})
     )
-    assert list(frame.columns) == ["customer_id", *SPEC_V1, "segment", "insider"]
+    assert list(frame.columns) == ["customer_id", *SPEC_V2, "segment", "insider"]
     reference = spec_v1(load_lines(SAMPLE))
     assert sorted(frame["customer_id"]) == sorted(reference.index)
     frame = frame.set_index("customer_id").loc[reference.index]
     assert (frame["revenue"] - reference["revenue"]).abs().max() < 0.005
+    kept = reference["revenue"] - reference["returned_value"]
+    assert (frame["kept_value"] - kept).abs().max() < 0.005
+    assert (reference["returned_value"] > 0).any()  # the sample has returns: kept != revenue
     assert (frame["invoices"].to_numpy() == reference["invoices"].to_numpy()).all()
     assert frame["insider"].sum() == redis_store.insiders(0, 0)[1]
     statuses = {c.customer_id: c.status.segment for c in redis_store.customers()}

@@ -1,4 +1,12 @@
-"""Time-driven exits: an Insider who stops buying leaves as `lapsed` while others keep buying."""
+"""Time-driven exits: an Insider who stops buying leaves as `lapsed` while others keep buying.
+
+With a target share, an Insider also leaves at the daily ranking when others outrank them
+(`outranked`); the code is `lapsed` when they are also overdue (more than overdue_factor x
+their usual gap since their last purchase). A heavy buyer who buys every three days and
+stops is overdue within a week, so however the ranking moves, their exit is `lapsed`.
+Only their own lines can waive the 30-day dwell, so the model's drift does not take them
+out while they still buy.
+"""
 
 from __future__ import annotations
 
@@ -60,11 +68,26 @@ def test_a_heavy_buyer_who_stops_exits_as_lapsed():
                 for i, r in enumerate(chunk)
             ]
         )
-    last_purchase = max(r["invoice_date"] for r in records if r["customer_id"] == HEAVY)
+    theirs = sorted(r["invoice_date"] for r in records if r["customer_id"] == HEAVY)
+    last_purchase = theirs[-1]
     history = store.history(HEAVY)
     assert [e["type"] for e in history][:1] == ["insider.entered"], history
-    exits = [e for e in history if e["type"] == "insider.exited"]
-    assert exits, f"the heavy buyer never left: {history}"
-    assert exits[-1]["reason"]["code"] == "lapsed"
-    assert exits[-1]["at"] > last_purchase  # the clock moved on; no line of theirs arrived
+    # The premise: the heaviest buyer by far (£900 every 3 days, £27,000 in all; the others
+    # spend some £30 a visit) is an Insider when they stop.
+    before = [e for e in history if e["at"] <= last_purchase]
+    assert before and before[-1]["type"] == "insider.entered", (
+        f"the heavy buyer was not an Insider at their last purchase {last_purchase}: {history}"
+    )
+    exits = [e for e in history if e["type"] == "insider.exited" and e["at"] > last_purchase]
+    assert exits, f"the heavy buyer never left after they stopped: {history}"
+    assert len(exits) == 1 and exits[0] == history[-1], history  # and never came back
+    # By hand: overdue once the time since the last purchase is more than twice the usual
+    # gap between purchases, (last - first) / (invoices - 1): 30 invoices from day 0.5 to
+    # day 87.5, a gap of 3 days.
+    at = datetime.fromisoformat(exits[0]["at"]).replace(tzinfo=None)
+    first, last = (datetime.fromisoformat(theirs[i]) for i in (0, -1))
+    recency = (at - last) / timedelta(days=1)
+    gap = (last - first) / timedelta(days=1) / (len(theirs) - 1)
+    assert gap == 3.0 and recency > 2 * gap, (recency, gap)
+    assert exits[0]["reason"]["code"] == "lapsed", exits[0]
     assert not store.statuses[HEAVY].insider

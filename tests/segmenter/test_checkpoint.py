@@ -50,18 +50,27 @@ def fresh() -> Segmenter:
     return Segmenter(SegmentModel(n_segments=4, warmup=120, seed=5), InsiderPolicy(RULES))
 
 
-def run(segmenter: Segmenter, steps: list, statuses: dict[str, InsiderStatus]) -> list[StepResult]:
-    """What the pipeline does with each block: a step, then the sweep when it is due."""
+def run(
+    segmenter: Segmenter,
+    steps: list,
+    statuses: dict[str, InsiderStatus],
+    latest: dict[str, CustomerState] | None = None,
+) -> list[StepResult]:
+    """What the pipeline does with each block: a step, then the sweep when it is due.
+
+    ``statuses`` and ``latest`` (each customer's last state) play the store.
+    """
     results = []
+    latest = {} if latest is None else latest
     for now, changed in steps:
         customers = [(cid, state, statuses.get(cid, InsiderStatus())) for cid, state in changed]
         results.append(segmenter.step(customers, now))
         statuses.update(results[-1].statuses)
+        latest.update(changed)
         if segmenter.sweep_due(now):
-            latest = dict(changed)
-            insiders = [(c, latest.get(c), s) for c, s in statuses.items() if s.insider]
-            known = [(c, st, s) for c, st, s in insiders if st is not None]
-            results.append(segmenter.sweep(known, now))
+            # Everyone, as the pipeline passes them when the policy holds a target share.
+            everyone = [(c, st, statuses.get(c, InsiderStatus())) for c, st in latest.items()]
+            results.append(segmenter.sweep(everyone, now))
             statuses.update(results[-1].statuses)
     return results
 
@@ -78,16 +87,17 @@ def test_a_restored_segmenter_continues_bit_for_bit(cut):
     never stopped."""
     steps = stream()
     whole, whole_statuses = fresh(), {}
-    whole_results = run(whole, steps, whole_statuses)
+    whole_results = run(whole, steps, whole_statuses, {})
 
     first, statuses = fresh(), {}
-    results = run(first, steps[:cut], statuses)
+    known: dict[str, CustomerState] = {}
+    results = run(first, steps[:cut], statuses, known)
     blob = first.checkpoint()
     assert first.model.clusterer.ready == (cut > 2)
     resumed = fresh()
     resumed.restore(blob)
     assert resumed.checkpoint() == blob
-    results += run(resumed, steps[cut:], statuses)
+    results += run(resumed, steps[cut:], statuses, known)
 
     assert results == whole_results
     assert sum(len(r.events) for r in results) > 10, "the stream must move customers"
@@ -140,6 +150,8 @@ def test_the_checkpoint_is_versioned_json_of_plain_data():
     assert doc["format"] == CHECKPOINT_FORMAT and doc["version"] == CHECKPOINT_VERSION
     assert (doc["segments"], doc["seed"], doc["model_version"]) == (4, 5, 0)
     assert doc["policy"] == {
+        "target_share": 0.12,
+        "share_band": 0.015,
         "entry_margin": 0.2,
         "exit_margin": 0.1,
         "min_dwell_days": 5,  # an int stays an int
@@ -184,7 +196,9 @@ def edit(path: str, value: Any) -> Any:
             "not an Insiders checkpoint (format 'insiders.snapshot')",
         ),
         (edit("format", "-"), "not an Insiders checkpoint (format no format field)"),
-        (edit("version", 2), "Insiders checkpoint version 2: this release reads version 1"),
+        (edit("version", 3), "Insiders checkpoint version 3: this release reads versions 1 and 2"),
+        (edit("policy.share_band", 0.2), "checkpoint.policy: target share 0.12 with band 0.2"),
+        (edit("calibration", {"entry": 1}), "checkpoint.calibration: missing exit, note"),
         (edit("segments", 5), "checkpoint.segments: 5, but the model's is 4"),
         (edit("swept_at", "yesterday"), "checkpoint.swept_at: want an integer, got 'yesterday'"),
         (edit("policy.lapse_days", None), "checkpoint.policy.lapse_days: want a finite number"),

@@ -1,4 +1,4 @@
-"""SegmentModel.assess: the margin to the Insider edge, its drivers, and the warm-up.
+"""SegmentModel.assess: the margin on the value axis, its drivers, and the warm-up.
 
 Expected values come from geometry done here: the centres are read off the clusterer,
 mapped back to input space with the scaler's own means and variances, and the margins
@@ -104,7 +104,7 @@ def test_drivers_report_the_value_and_the_insider_centre_in_feature_units(model)
     x = {"monetary": 6.0, "tenure": 2.0}
     typical = to_input(model, top)
     by_input = {d.input: d for d in model.assess(x, explain=True).drivers}
-    assert by_input["monetary"].feature == "revenue"
+    assert by_input["monetary"].feature == "kept_value"
     assert by_input["tenure"].feature == "tenure_days"
     for name in INPUTS:
         # Inputs are log1p of the feature: the feature is expm1 of the input.
@@ -112,16 +112,30 @@ def test_drivers_report_the_value_and_the_insider_centre_in_feature_units(model)
         assert by_input[name].insider_typical == pytest.approx(math.expm1(typical[name]), rel=1e-9)
 
 
-def test_margin_is_positive_exactly_in_segment_one(model):
+def test_the_margin_is_the_value_axis_between_the_top_two_centres(model):
+    """By hand: value(z) = Σ VALUE·z; 1 at the top centre's value, -1 at the next one's."""
+    cs = sorted(centres(model), key=lambda c: -sum(w * c[k] for k, w in VALUE.items()))
+    top, second = (sum(w * c[k] for k, w in VALUE.items()) for c in cs[:2])
+    means, variances = model.scaler.means, model.scaler.vars
     rng = random.Random(3)
     inside = 0
     for _ in range(200):
-        found = model.assess(random_point(rng))
-        assert found.margin is not None and found.segment is not None
-        assert (found.margin > 0) == (found.segment == 1), found
-        inside += found.segment == 1
-    # The sample covers both sides of the edge, so the check means something.
-    assert 0 < inside < 200
+        x = random_point(rng)
+        z = {k: (x[k] - means[k]) / math.sqrt(variances[k]) for k in INPUTS}
+        value = sum(w * z[k] for k, w in VALUE.items())
+        expected = (value - (top + second) / 2) / ((top - second) / 2)
+        found = model.assess(x)
+        assert found.margin == pytest.approx(expected, abs=1e-9)
+        inside += found.margin > 0
+    assert 0 < inside < 200  # the sample covers both sides of the edge
+
+
+def test_more_money_never_lowers_the_margin(model):
+    rng = random.Random(4)
+    for _ in range(50):
+        x = random_point(rng)
+        richer = {**x, "monetary": x["monetary"] + rng.uniform(0.1, 5.0)}
+        assert model.assess(richer).margin > model.assess(x).margin
 
 
 def test_far_beyond_the_top_centre_the_margin_exceeds_one(model):

@@ -23,9 +23,12 @@ DAY = SECONDS_PER_DAY
 NOW = 400 * DAY
 
 
-def row(cid, pounds, invoices, first_day, last_day, insider=False, segment=2, since_day=None):
+def row(
+    cid, pounds, invoices, first_day, last_day, insider=False, segment=2, since_day=None, back=0
+):
     state = CustomerState(
         revenue_micros=int(pounds * 1_000_000),
+        returned_micros=int(back * 1_000_000),
         invoices=invoices,
         lines=invoices,
         units=invoices,
@@ -69,6 +72,18 @@ def segmenter():
     return Segmenter(SegmentModel())
 
 
+def test_the_most_valuable_insiders_are_ranked_by_what_they_kept(segmenter):
+    rows = [
+        # Bought £168,472.50 and sent back £168,469.60: kept £2.90.
+        row("returner", 168_472.50, 2, 100, 399, True, 1, since_day=399, back=168_469.60),
+        row("steady", 9000, 30, 100, 399, insider=True, segment=1, since_day=200, back=500),
+        row("small", 3000, 4, 250, 300, insider=True, segment=1, since_day=300),
+    ]
+    report = build_report(rows, NOW, segmenter, [])
+    assert [c for c, _, _ in report.top_insiders] == ["steady", "small", "returner"]
+    assert [k for _, _, k in report.top_insiders] == pytest.approx([8500.0, 3000.0, 2.90])
+
+
 def test_shares_and_expected_revenue_worked_by_hand(rows, segmenter):
     events = [event("big", "entered", 200, "top_segment"), event("gone", "entered", 150, "x")]
     events += [event("gone", "exited", 390, "lapsed"), event("new", "entered", 397, "top_segment")]
@@ -80,7 +95,7 @@ def test_shares_and_expected_revenue_worked_by_hand(rows, segmenter):
     # Own pace: revenue × 90 / max(30, days since the first purchase).
     assert report.expected_insiders == pytest.approx(9000 * 90 / 300 + 3000 * 90 / 150)
     assert report.expected_rest == pytest.approx(1000 * 90 / 100 + 500 * 90 / 300 + 500 * 90 / 30)
-    assert report.top_insiders == [("big", 9000.0), ("new", 3000.0)]
+    assert report.top_insiders == [("big", 9000.0, 9000.0), ("new", 3000.0, 3000.0)]
     assert report.movement == {"insider.entered:top_segment": 1, "insider.exited:lapsed": 1}
     medians = {t.name: (t.insiders, t.rest) for t in report.traits}
     assert medians["revenue"] == (6000.0, 500.0)
@@ -150,9 +165,9 @@ def test_the_sample_report_agrees_with_pandas():
     median = {t.name: t.insiders for t in report.traits}
     assert median["revenue"] == pytest.approx(expected.loc[flag, "revenue"].median())
     assert median["recency_days"] == pytest.approx(expected.loc[flag, "recency_days"].median())
-    # Segments are re-assessed with the current model: nobody is left "not yet assessed"
-    # because they last bought during the warm-up.
-    assert None in {c.status.segment for c in store.customers()}
+    # The daily ranking assesses everyone: no one is left "not yet assessed" because
+    # they last bought during the warm-up.
+    assert None not in {c.status.segment for c in store.customers()}
     assert None not in {s.segment for s in report.segments}
     assert sum(s.customers for s in report.segments) == report.customers
     # The sample's Insiders hold far more than their share, beyond sampling noise.
