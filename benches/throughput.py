@@ -1,6 +1,6 @@
 """Throughput of the pipeline on the full Online Retail file: a table of lines/s and memory.
 
-    .venv/bin/python benches/throughput.py [--runs 3] [--data PATH]
+    .venv/bin/python benches/throughput.py [--runs 3] [--data PATH] [--modes embedded consume]
 
 Modes, each run --runs times (median reported, as the machine is shared and noisy):
   embedded   `insiders replay`: file source, in-memory store, no servers
@@ -9,6 +9,7 @@ Modes, each run --runs times (median reported, as the machine is shared and nois
   end-to-end publish and a live consumer running at once; clock stops when Redis holds the
              last offset (what a user waits for from the first line sent to the last applied)
 Starts Kafka and Redis with scripts/services. Peak memory is the process's max RSS.
+``--modes`` runs some of them (consume publishes its topic first, timed as publish).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import redis
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
+MODES = ("embedded", "publish", "consume", "end-to-end")
 REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -85,7 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="modes to run (default all)",
+    )
     args = parser.parse_args()
+    modes = set(args.modes) | ({"publish"} if "consume" in args.modes else set())
     if not args.data.exists():
         raise SystemExit(f"{args.data} is absent: pass --data PATH to the full Online Retail file")
     subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
@@ -101,13 +111,20 @@ def main() -> None:
             "INSIDERS_EVENTS_TOPIC": f"bench-events-{tag}",
             "INSIDERS_REDIS_PREFIX": f"bench:{tag}:",
         }
-        results.setdefault("embedded", []).append(timed(insiders("replay", str(args.data)), env))
-        results.setdefault("publish", []).append(timed(insiders("publish", str(args.data)), env))
-        results.setdefault("consume", []).append(
-            timed(insiders("consume", "--group", "bench", "--exit-at-end"), env)
-        )
+        if "embedded" in modes:
+            replay = insiders("replay", str(args.data))
+            results.setdefault("embedded", []).append(timed(replay, env))
+        if "publish" in modes:
+            publish = insiders("publish", str(args.data))
+            results.setdefault("publish", []).append(timed(publish, env))
+        if "consume" in modes:
+            consume = insiders("consume", "--group", "bench", "--exit-at-end")
+            results.setdefault("consume", []).append(timed(consume, env))
         for key in client.scan_iter(match=f"bench:{tag}:*", count=1000):
             client.unlink(key)
+        if "end-to-end" not in modes:
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+            continue
         e2e_env = {
             **env,
             "INSIDERS_TOPIC": f"bench-e2e-{tag}",

@@ -180,6 +180,7 @@ def test_unwritable_report_is_one_line(tmp_path):
         (("export",), "INSIDERS_CLOCK", "moon", "'event' or 'wall'"),
         (("api",), "INSIDERS_STREAM_POLL", "0", "greater than 0"),
         (("api",), "INSIDERS_API_KEYS_FILE", "/no/such/keys", "does not point to a file"),
+        (("replay", "missing.csv"), "INSIDERS_TARGET_SHARE", "1.5", "less than 1"),
     ],
 )
 def test_bad_setting_is_one_line_naming_variable_and_value(command, variable, value, says):
@@ -191,6 +192,20 @@ def test_bad_setting_is_one_line_naming_variable_and_value(command, variable, va
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"insiders: error: setting {variable}={value!r}: ")
     assert says in lines[0]
+
+
+def test_a_band_as_wide_as_the_target_share_is_one_line():
+    import os
+
+    from tests.conftest import SAMPLE
+
+    env = {**os.environ, "INSIDERS_TARGET_SHARE": "0.01", "INSIDERS_SHARE_BAND": "0.015"}
+    done = insiders("replay", str(SAMPLE), env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "insiders: error: INSIDERS_TARGET_SHARE / INSIDERS_SHARE_BAND: target share 0.01 with "
+        "band 0.015: want 0 < target < 1 and 0 <= band < target"
+    ]
 
 
 # --- insiders api: protected mode ---------------------------------------------------------
