@@ -466,20 +466,23 @@ def in_time_order(path: Path | str) -> Iterator[dict[str, Any]]:
     """:func:`read_records` in time order: as the file is, or sorted by date if it is not.
 
     A history is replayed and published as it happened. Most files are written in time
-    order and stream straight through (after one pass that checks the order); one that
-    is not (CDNOW is sorted by customer) is read whole and sorted by date, stably, and
-    the log says so. Dates are compared as the ISO text they were normalised to; a date
-    that is not ISO text sorts first, and the consumer rejects it.
+    order and stream straight through (after one pass that checks the order). A line a
+    little late (less than :data:`LATE_TOLERANCE` behind the latest before it) stays where
+    it is, as a stream would deliver it: the features do not depend on the order. A file
+    that goes back further (CDNOW is sorted by customer) is read whole and sorted by date,
+    stably, and the log says so. Dates are compared as the ISO text they were normalised
+    to; a date that is not ISO text sorts first, and the consumer rejects it.
     """
     last = ""
     ordered = True
     for record in read_records(path):
         when = record["invoice_date"]
         if isinstance(when, str) and when[:4].isdigit():
-            if when < last:
+            if when >= last:
+                last = when
+            elif _behind(when, last) > LATE_TOLERANCE:
                 ordered = False
                 break
-            last = when
     if ordered:
         yield from read_records(path)
         return
@@ -492,3 +495,16 @@ def in_time_order(path: Path | str) -> Iterator[dict[str, Any]]:
 
     records.sort(key=moment)
     yield from records
+
+
+# A line this far behind the latest before it makes a file "not in time order" (a day: the
+# period of the daily ranking, which a replay in file order would run on the wrong days).
+LATE_TOLERANCE = timedelta(days=1)
+
+
+def _behind(when: str, latest: str) -> timedelta:
+    """How far ``when`` is behind ``latest`` (ISO texts); zero if either does not parse."""
+    try:
+        return datetime.fromisoformat(latest) - datetime.fromisoformat(when)
+    except (ValueError, TypeError):  # unreadable, or one with a zone and one without
+        return timedelta(0)

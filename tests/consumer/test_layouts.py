@@ -433,3 +433,14 @@ def test_a_file_out_of_time_order_replays_sorted_by_date_and_a_cut_stops_it(tmp_
     assert [r.offset for r in records] == [0, 1, 2]  # positions in the order replayed
     source = FileInvoiceSource(shuffled, until=datetime(1997, 3, 31))
     assert [orjson.loads(r.value)["event_id"] for r in source.records()] == ["L3:0", "L4:0"]
+
+
+def test_a_line_a_little_late_stays_where_the_file_has_it(tmp_path):
+    """Less than a day behind the latest line before it: delivered as a stream would."""
+    late = write_csv(
+        tmp_path / "late.csv",
+        ["customer_id", "date", "amount"],
+        [["a", "1997-01-01 10:00", "5"], ["b", "1997-01-01 09:00", "6"], ["a", "1997-01-02", "7"]],
+    )
+    records = list(FileInvoiceSource(late).records())
+    assert [orjson.loads(r.value)["event_id"] for r in records] == ["L2:0", "L3:0", "L4:0"]
