@@ -98,21 +98,21 @@ def model_input(features: CustomerFeatures) -> dict[str, float]:
     }
 
 
+def state_column(states: Sequence[CustomerState], name: str) -> np.ndarray:
+    """One running total of many customers as an array of floats (the daily ranking)."""
+    return np.fromiter((getattr(s, name) for s in states), dtype=float, count=len(states))
+
+
 def model_inputs(states: Sequence[CustomerState], now_ts: int) -> dict[str, np.ndarray]:
     """:func:`model_input` of many customers at once, one array per input.
 
     The daily ranking of every customer uses it: it skips building each customer's
     features (dates and all), which would cost more than the ranking itself.
     """
-    count = len(states)
-
-    def column(name: str) -> np.ndarray:
-        return np.fromiter((getattr(s, name) for s in states), dtype=float, count=count)
-
-    revenue = column("revenue_micros") / MICROS_PER_POUND
-    kept = revenue - column("returned_micros") / MICROS_PER_POUND
-    invoices = column("invoices")
-    first, last = column("first_ts"), column("last_ts")
+    revenue = state_column(states, "revenue_micros") / MICROS_PER_POUND
+    kept = revenue - state_column(states, "returned_micros") / MICROS_PER_POUND
+    invoices = state_column(states, "invoices")
+    first, last = state_column(states, "first_ts"), state_column(states, "last_ts")
     recency = np.maximum((now_ts - last) / SECONDS_PER_DAY, 0.0)
     tenure_days = (now_ts - first) / SECONDS_PER_DAY
     frequency = invoices * 30 / np.maximum(30.0, tenure_days)

@@ -24,13 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import orjson
 
 from segmenter.errors import CheckpointError
 from segmenter.events import InsiderEvent
 from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of
-from segmenter.model import Assessment, SegmentModel, model_input, model_inputs
+from segmenter.model import Assessment, SegmentModel, model_input, model_inputs, state_column
 from segmenter.policy import (
     Calibration,
     Edges,
@@ -138,19 +137,14 @@ class Segmenter:
         assert rules.target_share is not None
         # One order whatever order the store keeps: the events come out the same.
         known = sorted((c for c in customers if c[1].has_purchases), key=lambda c: c[0])
-        inputs = model_inputs([state for _, state, _ in known], now_ts)
-        margins, segments = self.model.margins(inputs)
+        states = [state for _, state, _ in known]
+        margins, segments = self.model.margins(model_inputs(states, now_ts))
 
-        def column(name: str) -> np.ndarray:
-            return np.fromiter(
-                (getattr(state, name) for _, state, _ in known), dtype=float, count=len(known)
-            )
-
-        last = column("last_ts")
+        last = state_column(states, "last_ts")
         eligible = ~lapsed_mask(
             (now_ts - last) / SECONDS_PER_DAY,
-            column("invoices"),
-            (last - column("first_ts")) / SECONDS_PER_DAY,
+            state_column(states, "invoices"),
+            (last - state_column(states, "first_ts")) / SECONDS_PER_DAY,
             rules,
         )
         calibration = calibrate(margins, eligible, rules.target_share, rules.share_band, now_ts)
