@@ -8,8 +8,8 @@ import math
 from api import schemas
 from consumer.ports import FeatureStore
 from segmenter.evaluation import Interval
-from segmenter.features import features_of, to_datetime
-from segmenter.report import Report, Row, build_report
+from segmenter.features import to_datetime
+from segmenter.report import Report, build_report
 from segmenter.segmentation import Segmenter
 
 EVENT_PAGE = 1000
@@ -27,9 +27,8 @@ def current_segmenter(store: FeatureStore) -> Segmenter | None:
 
 def current_report(store: FeatureStore, now: int | None) -> schemas.Report:
     """The report on everything the store holds, as of ``now``, shaped for JSON."""
-    at = now if now is not None else 0
-    rows = [Row(c.customer_id, features_of(c.state, at), c.status) for c in store.customers()]
-    return report_body(build_report(rows, now, current_segmenter(store), all_events(store)))
+    segmenter = current_segmenter(store)
+    return report_body(build_report(store.customers(), now, segmenter, all_events(store)))
 
 
 def all_events(store: FeatureStore) -> list[dict[str, object]]:

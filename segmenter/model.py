@@ -111,17 +111,34 @@ def model_inputs(states: Sequence[CustomerState], now_ts: int) -> dict[str, np.n
     """
     revenue = state_column(states, "revenue_micros") / MICROS_PER_POUND
     kept = revenue - state_column(states, "returned_micros") / MICROS_PER_POUND
-    invoices = state_column(states, "invoices")
-    first, last = state_column(states, "first_ts"), state_column(states, "last_ts")
-    recency = np.maximum((now_ts - last) / SECONDS_PER_DAY, 0.0)
-    tenure_days = (now_ts - first) / SECONDS_PER_DAY
+    return column_inputs(
+        revenue,
+        kept,
+        state_column(states, "invoices"),
+        state_column(states, "first_ts"),
+        state_column(states, "last_ts"),
+        now_ts,
+    )
+
+
+def column_inputs(
+    revenue: np.ndarray,
+    kept: np.ndarray,
+    invoices: np.ndarray,
+    first_ts: np.ndarray,
+    last_ts: np.ndarray,
+    now_ts: int,
+) -> dict[str, np.ndarray]:
+    """:func:`model_input` from columns: money in pounds, times in epoch seconds."""
+    recency = np.maximum((now_ts - last_ts) / SECONDS_PER_DAY, 0.0)
+    tenure_days = (now_ts - first_ts) / SECONDS_PER_DAY
     frequency = invoices * 30 / np.maximum(30.0, tenure_days)
     return {
         "recency": np.log1p(recency),
         "frequency": np.log1p(frequency),
         "monetary": np.log1p(np.maximum(kept, 0.0)),
         "ticket": np.log1p(np.maximum(revenue / np.maximum(invoices, 1), 0.0)),
-        "tenure": np.log1p(recency + (last - first) / SECONDS_PER_DAY),
+        "tenure": np.log1p(recency + (last_ts - first_ts) / SECONDS_PER_DAY),
     }
 
 

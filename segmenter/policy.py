@@ -296,15 +296,32 @@ def lapsed(features: CustomerFeatures, rules: PolicySettings) -> bool:
     return (features.recency_days or 0.0) > lapse_after(features, rules)
 
 
+def lapse_after_days(
+    invoices: np.ndarray, span_days: np.ndarray, rules: PolicySettings
+) -> np.ndarray:
+    """:func:`lapse_after` for many customers at once; ``span_days`` is the time from the
+    first purchase to the last."""
+    repeat = invoices >= 2
+    gap = span_days / np.where(repeat, invoices - 1, 1)
+    return np.where(
+        repeat, np.maximum(rules.lapse_days, rules.overdue_factor * gap), rules.lapse_days
+    )
+
+
 def lapsed_mask(
     recency_days: np.ndarray, invoices: np.ndarray, span_days: np.ndarray, rules: PolicySettings
 ) -> np.ndarray:
-    """:func:`lapsed` for many customers at once (the daily ranking); ``span_days`` is the
-    time from the first purchase to the last."""
+    """:func:`lapsed` for many customers at once (the daily ranking)."""
+    return recency_days > lapse_after_days(invoices, span_days, rules)
+
+
+def overdue_mask(
+    recency_days: np.ndarray, invoices: np.ndarray, span_days: np.ndarray, rules: PolicySettings
+) -> np.ndarray:
+    """:func:`overdue` for many customers at once (the report's "at risk")."""
     repeat = invoices >= 2
     gap = span_days / np.where(repeat, invoices - 1, 1)
-    limit = np.where(repeat, np.maximum(rules.lapse_days, rules.overdue_factor * gap), 0.0)
-    return recency_days > np.where(repeat, limit, rules.lapse_days)
+    return recency_days > np.where(repeat, rules.overdue_factor * gap, rules.lapse_days)
 
 
 @dataclass(frozen=True)

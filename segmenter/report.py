@@ -17,14 +17,28 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 
-from segmenter.evaluation import Interval, bootstrap, flaps, members_at
+from segmenter.evaluation import Interval, bootstrap, flaps
 from segmenter.events import EXITED, event_time
-from segmenter.features import SECONDS_PER_DAY, CustomerFeatures, to_datetime, to_epoch
-from segmenter.model import INSIDER_SEGMENT, model_input
-from segmenter.policy import InsiderStatus, PolicySettings, lapse_after, lapsed, overdue
+from segmenter.features import (
+    SECONDS_PER_DAY,
+    CustomerFeatures,
+    CustomerState,
+    to_datetime,
+    to_epoch,
+)
+from segmenter.lines import MICROS_PER_POUND
+from segmenter.model import INSIDER_SEGMENT, column_inputs
+from segmenter.policy import (
+    InsiderStatus,
+    PolicySettings,
+    lapse_after_days,
+    lapsed_mask,
+    overdue_mask,
+)
 from segmenter.segmentation import Segmenter
 
 HORIZON_DAYS = 90
@@ -32,6 +46,13 @@ WEEKS = 12  # of membership history on the report
 RECENT_DAYS = 30  # "recent" entries and exits, and the warning time before a lapse
 NEW_DAYS = 7
 SAMPLE = 20  # customer ids listed per action; the counts are complete
+# The report's events reach back this far: the flaps count over the last 90 days, and
+# the 12 weeks and the recent moves fall inside them.
+WINDOW_DAYS = 90
+# The mean revenue's interval resamples at most this many customers per group: the
+# bootstrap costs draws x sample, not draws x customers. Past it the interval is wider
+# than the whole group's would be (conservative), around the whole group's mean.
+BOOTSTRAP_SAMPLE = 10_000
 
 # What characterises a group: name -> (label, unit). Medians, so a few wholesalers
 # do not speak for everyone.
@@ -46,13 +67,120 @@ TRAITS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One customer as the report reads it."""
+class Row(Protocol):
+    """One customer as the report reads it (the stores' ``Customer`` is one)."""
 
-    customer_id: str
-    features: CustomerFeatures
-    status: InsiderStatus
+    @property
+    def customer_id(self) -> str: ...
+
+    @property
+    def state(self) -> CustomerState: ...
+
+    @property
+    def status(self) -> InsiderStatus: ...
+
+
+@dataclass(frozen=True)
+class Table:
+    """The customers with a purchase, one array per column: the report reads them whole.
+
+    Money in pounds, times in epoch seconds; ``since`` is NaN for a non-Insider and
+    ``segment`` 0 for a customer not assessed yet.
+    """
+
+    ids: np.ndarray
+    revenue: np.ndarray
+    returned: np.ndarray
+    invoices: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    insider: np.ndarray
+    since: np.ndarray
+    segment: np.ndarray
+
+    @classmethod
+    def of(cls, rows: Iterable[Row]) -> Table:
+        ids: list[str] = []
+        numbers: list[tuple[float, ...]] = []
+        nan = float("nan")
+        for r in rows:
+            s, st = r.state, r.status
+            if s.invoices <= 0 or s.first_ts is None or s.last_ts is None:
+                continue
+            ids.append(r.customer_id)
+            numbers.append(
+                (
+                    s.revenue_micros,
+                    s.returned_micros,
+                    s.invoices,
+                    s.first_ts,
+                    s.last_ts,
+                    st.insider,
+                    st.insider_since if st.insider and st.insider_since is not None else nan,
+                    st.segment or 0,
+                )
+            )
+        grid = np.array(numbers, dtype=float).reshape(len(numbers), 8)
+        return cls(
+            ids=np.array(ids, dtype=str),
+            revenue=grid[:, 0] / MICROS_PER_POUND,
+            returned=grid[:, 1] / MICROS_PER_POUND,
+            invoices=grid[:, 2],
+            first=grid[:, 3],
+            last=grid[:, 4],
+            insider=grid[:, 5] > 0,
+            since=grid[:, 6],
+            segment=grid[:, 7].astype(int),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.revenue - self.returned
+
+    def tenure(self, now_ts: int) -> np.ndarray:
+        """Days since the first purchase, at least 0 (:func:`tenure_days`)."""
+        return np.maximum((now_ts - self.first) / SECONDS_PER_DAY, 0.0)
+
+    def recency(self, now_ts: int) -> np.ndarray:
+        return (now_ts - self.last) / SECONDS_PER_DAY
+
+    def span(self) -> np.ndarray:
+        return (self.last - self.first) / SECONDS_PER_DAY
+
+    def expected(self, now_ts: int, horizon: float) -> np.ndarray:
+        """:func:`expected_revenue` of every customer."""
+        return self.revenue * horizon / np.maximum(30.0, self.tenure(now_ts))
+
+    def traits(self, now_ts: int) -> dict[str, np.ndarray]:
+        """:func:`traits_of` of every customer."""
+        unclamped = (now_ts - self.first) / SECONDS_PER_DAY
+        revenue = self.revenue
+        return {
+            "revenue": revenue,
+            "invoices": self.invoices,
+            "frequency": self.invoices * 30 / np.maximum(30.0, unclamped),
+            "avg_ticket": revenue / self.invoices,
+            "recency_days": self.recency(now_ts),
+            "tenure_days": self.tenure(now_ts),
+            "returned_share": np.divide(
+                self.returned, revenue, out=np.zeros_like(revenue), where=revenue != 0
+            ),
+        }
+
+    def most_valuable(self, mask: np.ndarray, limit: int) -> np.ndarray:
+        """Indexes of the first ``limit`` customers under ``mask``, by kept value, then id."""
+        chosen = np.flatnonzero(mask)
+        kept = self.kept[chosen]
+        if len(chosen) > limit:
+            # Only those at or above the limit-th value can be listed (ties included).
+            floor = np.partition(kept, len(kept) - limit)[len(kept) - limit]
+            keep = kept >= floor
+            chosen, kept = chosen[keep], kept[keep]
+        order = np.lexsort((self.ids[chosen], -kept))
+        return chosen[order][:limit]
 
 
 def tenure_days(features: CustomerFeatures, now_ts: int) -> float:
@@ -165,7 +293,7 @@ class Report:
 
 
 def build_report(
-    rows: Iterable[Row],
+    rows: Iterable[Row] | Table,
     now_ts: int | None,
     segmenter: Segmenter | None,
     events: Sequence[dict[str, object]],
@@ -173,66 +301,98 @@ def build_report(
     draws: int = 500,
     seed: int = 42,
 ) -> Report:
-    """The whole report from the customers with a purchase, their events and the model."""
-    customers = [r for r in rows if r.features.invoices > 0]
+    """The whole report from the customers, their recent events and the model.
+
+    Array code over the whole base: the API builds it off the request path, and it must
+    stay a matter of seconds at a million customers. ``events`` need only reach back
+    :data:`WINDOW_DAYS` days before ``now_ts``; the membership before that comes from the
+    current Insiders.
+    """
+    table = rows if isinstance(rows, Table) else Table.of(rows)
     now = now_ts if now_ts is not None else 0
-    segment_of = current_segments(customers, segmenter)
-    insiders = [r for r in customers if r.status.insider]
-    rest = [r for r in customers if not r.status.insider]
-    total_revenue = sum(r.features.revenue for r in customers)
-    revenue_in = sum(r.features.revenue for r in insiders)
+    segment_of = current_segments(table, segmenter, now)
+    ins = table.insider
+    total_revenue = float(table.revenue.sum())
+    revenue_in = float(table.revenue[ins].sum())
     rules = segmenter.policy.settings if segmenter is not None else None
-
-    def expected(group: list[Row]) -> float:
-        return sum(expected_revenue(r.features, now, horizon_days) for r in group)
-
-    def revenues(group: list[Row]) -> np.ndarray:
-        return np.array([r.features.revenue for r in group], dtype=float)
-
+    expected = table.expected(now, horizon_days)
     mean_revenue = {
-        "Insiders": bootstrap(revenues(insiders), "mean", draws, seed),
-        "rest": bootstrap(revenues(rest), "mean", draws, seed),
+        "Insiders": bootstrap(table.revenue[ins], "mean", draws, seed, BOOTSTRAP_SAMPLE),
+        "rest": bootstrap(table.revenue[~ins], "mean", draws, seed, BOOTSTRAP_SAMPLE),
     }
-    recent = [e for e in events if _ts(e) >= now - RECENT_DAYS * SECONDS_PER_DAY]
+    window = [e for e in events if _ts(e) >= now - WINDOW_DAYS * SECONDS_PER_DAY]
+    window.sort(key=lambda e: str(e["at"]))
+    recent = [e for e in window if _ts(e) >= now - RECENT_DAYS * SECONDS_PER_DAY]
     movement: dict[str, int] = {}
     for e in recent:
         key = f"{e['type']}:{_reason_code(e)}"
         movement[key] = movement.get(key, 0) + 1
     window_start = to_datetime(now) - timedelta(days=90)
-    flapped = flaps(events, window_start, members_at(events, window_start))
+    members = set(table.ids[ins].tolist())
+    flapped = flaps(window, window_start, members_before(window, members, window_start))
+    top = table.most_valuable(ins, 10)
     report = Report(
         as_of=now_ts,
         model_version=segmenter.model.version if segmenter is not None else 0,
-        customers=len(customers),
-        insiders=len(insiders),
-        customer_share=_ratio(len(insiders), len(customers)),
+        customers=len(table),
+        insiders=int(ins.sum()),
+        customer_share=_ratio(int(ins.sum()), len(table)),
         revenue=total_revenue,
         revenue_share=_ratio(revenue_in, total_revenue),
         horizon_days=horizon_days,
-        expected_insiders=expected(insiders),
-        expected_rest=expected(rest),
+        expected_insiders=float(expected[ins].sum()),
+        expected_rest=float(expected[~ins].sum()),
         mean_revenue=mean_revenue,
         top_insiders=[
-            (r.customer_id, r.features.revenue, r.features.kept_value)
-            for r in sorted(insiders, key=lambda r: (-r.features.kept_value, r.customer_id))[:10]
+            (str(table.ids[i]), float(table.revenue[i]), float(table.kept[i])) for i in top
         ],
-        traits=_traits(insiders, rest, now),
-        segments=_segments(customers, segment_of, total_revenue, now, horizon_days),
+        traits=_traits(table, now),
+        segments=_segments(table, segment_of, expected),
         insider_centre=segmenter.model.typical() if segmenter is not None else {},
         rules=rules,
         conditions=_conditions(rules, segmenter),
         movement=dict(sorted(movement.items())),
         flaps=flapped,
-        weeks=weekly(events, now),
+        weeks=weekly(window, now, len(members)),
     )
     report.evidence.extend(_evidence(report))
-    report.actions.extend(_actions(customers, segment_of, recent, rules, now))
+    report.actions.extend(_actions(table, segment_of, recent, rules, now))
     return report
 
 
-def weekly(events: Sequence[dict[str, object]], now_ts: int, weeks: int = WEEKS) -> list[Week]:
+def members_before(
+    events: Sequence[dict[str, object]], members_now: set[str], moment: datetime
+) -> set[str]:
+    """The Insiders just before ``moment``: today's, with the events since undone.
+
+    ``events`` must hold every event from ``moment`` on, oldest first.
+
+    >>> events = [
+    ...     {"customer_id": "1", "type": "insider.exited", "at": "2011-02-01T00:00:00"},
+    ...     {"customer_id": "3", "type": "insider.entered", "at": "2011-02-02T00:00:00"},
+    ... ]
+    >>> sorted(members_before(events, {"2", "3"}, datetime(2011, 1, 15)))
+    ['1', '2']
+    """
+    members = set(members_now)
+    for e in reversed(events):
+        if event_time(e) < moment:
+            break
+        if e["type"] == EXITED:
+            members.add(str(e["customer_id"]))
+        else:
+            members.discard(str(e["customer_id"]))
+    return members
+
+
+def weekly(
+    events: Sequence[dict[str, object]], now_ts: int, insiders_now: int, weeks: int = WEEKS
+) -> list[Week]:
     """Entries, exits and the Insider count at each week's end, for the last ``weeks``
-    weeks up to ``now_ts`` (weeks start on Monday), replayed from the events.
+    weeks up to ``now_ts`` (weeks start on Monday).
+
+    ``events`` must hold every event of those weeks, oldest first; the counts at each
+    week's end are today's count with the later events undone.
 
     >>> events = [
     ...     {"customer_id": "1", "type": "insider.entered", "at": "2011-01-04T10:00:00"},
@@ -240,33 +400,24 @@ def weekly(events: Sequence[dict[str, object]], now_ts: int, weeks: int = WEEKS)
     ...     {"customer_id": "1", "type": "insider.exited", "at": "2011-01-13T10:00:00"},
     ... ]
     >>> now = to_epoch(datetime(2011, 1, 14))
-    >>> [(w.start.day, w.entries, w.exits, w.insiders) for w in weekly(events, now, 3)]
+    >>> [(w.start.day, w.entries, w.exits, w.insiders) for w in weekly(events, now, 1, 3)]
     [(27, 0, 0, 0), (3, 1, 0, 1), (10, 1, 1, 1)]
     """
     moment = to_datetime(now_ts)
     this_monday = datetime(moment.year, moment.month, moment.day) - timedelta(days=moment.weekday())
     starts = [this_monday - timedelta(weeks=weeks - 1 - i) for i in range(weeks)]
-    entries, exits, insiders = [0] * weeks, [0] * weeks, [0] * weeks
-    members: set[str] = set()
-    week = -1  # index of the week the replay is in; -1 before the first
-    for event in sorted(events, key=lambda e: str(e["at"])):
+    entries, exits = [0] * weeks, [0] * weeks
+    for event in events:
         at = event_time(event)
-        while week + 1 < weeks and at >= starts[week + 1]:
-            if week >= 0:
-                insiders[week] = len(members)
-            week += 1
-        if at > moment:
-            break
-        customer = str(event["customer_id"])
-        entered = event["type"] != EXITED
-        if entered:
-            members.add(customer)
-        else:
-            members.discard(customer)
-        if week >= 0:
-            (entries if entered else exits)[week] += 1
-    for rest in range(max(week, 0), weeks):
-        insiders[rest] = len(members)
+        if at < starts[0] or at > moment:
+            continue
+        week = min((at - starts[0]) // timedelta(weeks=1), weeks - 1)
+        (exits if event["type"] == EXITED else entries)[week] += 1
+    insiders = [0] * weeks
+    count = insiders_now
+    for week in reversed(range(weeks)):
+        insiders[week] = count
+        count -= entries[week] - exits[week]
     return [Week(*row) for row in zip(starts, entries, exits, insiders, strict=True)]
 
 
@@ -283,60 +434,52 @@ def _reason_code(event: dict[str, object]) -> str:
     return str(reason.get("code", "")) if isinstance(reason, dict) else ""
 
 
-def _median(values: list[float]) -> float:
-    return float(np.median(values)) if values else float("nan")
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
 
 
-def _traits(insiders: list[Row], rest: list[Row], now: int) -> list[Trait]:
-    ins = [traits_of(r.features, now) for r in insiders]
-    oth = [traits_of(r.features, now) for r in rest]
+def _traits(table: Table, now: int) -> list[Trait]:
+    columns = table.traits(now)
     return [
         Trait(
             name,
             label,
             unit,
-            _median([t[name] for t in ins]),
-            _median([t[name] for t in oth]),
+            _median(columns[name][table.insider]),
+            _median(columns[name][~table.insider]),
         )
         for name, (label, unit) in TRAITS.items()
     ]
 
 
-def current_segments(customers: list[Row], segmenter: Segmenter | None) -> dict[str, int | None]:
-    """Each customer's segment under the current model and features.
+def current_segments(table: Table, segmenter: Segmenter | None, now: int) -> np.ndarray:
+    """Each customer's segment under the current model and features (0: not assessed).
 
     A stored status keeps the segment of the customer's last assessment, which happens
-    when they buy (and, for Insiders, on the daily sweep): a report on the whole base
-    assesses everyone again. Before the warm-up ends, the stored segments are all there is.
+    when they buy (and on the daily ranking): a report on the whole base assesses
+    everyone again. Before the warm-up ends, the stored segments are all there is.
     """
-    if segmenter is None or not segmenter.model.clusterer.ready:
-        return {r.customer_id: r.status.segment for r in customers}
-    model = segmenter.model
-    return {r.customer_id: model.segment_of(model_input(r.features)) for r in customers}
+    if segmenter is None or not segmenter.model.clusterer.ready or not len(table):
+        return table.segment
+    inputs = column_inputs(table.revenue, table.kept, table.invoices, table.first, table.last, now)
+    return segmenter.model.margins(inputs)[1]
 
 
-def _segments(
-    customers: list[Row],
-    segment_of: dict[str, int | None],
-    total_revenue: float,
-    now: int,
-    horizon: int,
-) -> list[SegmentSummary]:
-    groups: dict[int | None, list[Row]] = {}
-    for r in customers:
-        groups.setdefault(segment_of[r.customer_id], []).append(r)
+def _segments(table: Table, segment_of: np.ndarray, expected: np.ndarray) -> list[SegmentSummary]:
+    total = float(table.revenue.sum())
     out = []
-    for segment in sorted(groups, key=lambda s: (s is None, s or 0)):
-        group = groups[segment]
+    assessed = sorted(int(s) for s in np.unique(segment_of) if s)
+    for segment in [*assessed, 0] if (segment_of == 0).any() else assessed:
+        group = segment_of == segment
         out.append(
             SegmentSummary(
-                segment=segment,
-                customers=len(group),
-                insiders=sum(r.status.insider for r in group),
-                customer_share=_ratio(len(group), len(customers)),
-                revenue_share=_ratio(sum(r.features.revenue for r in group), total_revenue),
-                median_revenue=_median([r.features.revenue for r in group]),
-                expected_revenue=sum(expected_revenue(r.features, now, horizon) for r in group),
+                segment=segment or None,
+                customers=int(group.sum()),
+                insiders=int((group & table.insider).sum()),
+                customer_share=_ratio(int(group.sum()), len(table)),
+                revenue_share=_ratio(float(table.revenue[group].sum()), total),
+                median_revenue=_median(table.revenue[group]),
+                expected_revenue=float(expected[group].sum()),
             )
         )
     return out
@@ -417,76 +560,63 @@ def _evidence(report: Report) -> list[Evidence]:
 
 
 def _actions(
-    customers: list[Row],
-    segment_of: dict[str, int | None],
+    table: Table,
+    segment_of: np.ndarray,
     recent: Sequence[dict[str, object]],
     rules: PolicySettings | None,
     now: int,
 ) -> list[Action]:
-    by_value = sorted(customers, key=lambda r: (-r.features.kept_value, r.customer_id))
-    value_of = {r.customer_id: r.features.kept_value for r in customers}
+    ins = table.insider
+
+    def action(key: str, title: str, why: str, mask: np.ndarray) -> Action:
+        chosen = table.most_valuable(mask, SAMPLE)
+        return Action(key, title, why, int(mask.sum()), tuple(table.ids[chosen].tolist()))
+
     new_since = now - NEW_DAYS * SECONDS_PER_DAY
-
-    def action(key: str, title: str, why: str, ids: list[str]) -> Action:
-        ids = sorted(ids, key=lambda c: -value_of.get(c, 0.0))
-        return Action(key, title, why, len(ids), tuple(ids[:SAMPLE]))
-
     actions = [
         action(
             "welcome",
             "Welcome the new Insiders",
             f"entered in the last {NEW_DAYS} days",
-            [r.customer_id for r in by_value if r.status.insider and _since(r) >= new_since],
+            ins & (np.nan_to_num(table.since, nan=-np.inf) >= new_since),
         )
     ]
+    recency, span = table.recency(now), table.span()
     if rules is not None:
-        at_risk = [
-            r.customer_id
-            for r in by_value
-            if r.status.insider
-            and (
-                (r.features.recency_days or 0.0) >= lapse_after(r.features, rules) - RECENT_DAYS
-                or overdue(r.features, rules)
-            )
-        ]
+        near_limit = recency >= lapse_after_days(table.invoices, span, rules) - RECENT_DAYS
+        late = overdue_mask(recency, table.invoices, span, rules)
         actions.append(
             action(
                 "at_risk",
                 "Reach out before they lapse",
                 f"Insiders overdue for their next order, or within {RECENT_DAYS} days of their "
                 "lapse limit",
-                at_risk,
+                ins & (near_limit | late),
             )
         )
     # A segment is as of the customer's last assessment: someone who stopped buying long
     # ago is not "nearly in", whatever their segment said then.
+    buying = (
+        ~lapsed_mask(recency, table.invoices, span, rules)
+        if rules is not None
+        else np.ones(len(table), dtype=bool)
+    )
     actions.append(
         action(
             "nearly",
             "Nurture those nearly in",
             f"in segment {INSIDER_SEGMENT} and buying, but not yet far enough inside its edge "
             "to enter",
-            [
-                r.customer_id
-                for r in by_value
-                if not r.status.insider
-                and segment_of[r.customer_id] == INSIDER_SEGMENT
-                and (rules is None or not lapsed(r.features, rules))
-            ],
+            ~ins & (segment_of == INSIDER_SEGMENT) & buying,
         )
     )
     left = {str(e["customer_id"]) for e in recent if e["type"] == EXITED}
-    still_out = {r.customer_id for r in customers if not r.status.insider}
     actions.append(
         action(
             "win_back",
             "Win back those who left",
             f"left the Insiders in the last {RECENT_DAYS} days and are still out",
-            sorted(left & still_out),
+            ~ins & np.isin(table.ids, np.array(sorted(left), dtype=str)),
         )
     )
     return actions
-
-
-def _since(row: Row) -> int:
-    return row.status.insider_since if row.status.insider_since is not None else -(2**62)
