@@ -116,6 +116,10 @@ class Pipeline:
                 raise CheckpointError(_mismatch(store, saved, wanted))
             log.info("restored model v%d from the store", saved.version)
         self.stats = PipelineStats()
+        # Every customer as this pipeline, the one writer, last read or wrote them: the
+        # daily ranking reads them here, not from the store. Filled by the first ranking
+        # (one full read per pipeline), then kept up to date by each step.
+        self._everyone: dict[str, Customer] | None = None
         self._dates = DateParser()
         self._offsets: dict[tuple[str, int], int] = {}
         # Work left over by a crash between apply and the segmentation step, or before
@@ -217,23 +221,39 @@ class Pipeline:
         customers = self.store.load(pending)
         result = self.segmenter.step([(c.customer_id, c.state, c.status) for c in customers], now)
         self._commit(result)
+        self._remember(customers, result)
 
     def sweep(self) -> None:
         """Once per sweep interval of the clock: rank everyone and hold the target share
         (or, without one, re-assess every Insider); time-driven exits come from here.
 
-        Reading every customer costs O(customers) once a day of event time; see the README
-        on scale.
+        Ranking every customer costs O(customers) in this process once a day of event
+        time; the store is read whole only for the first ranking (see the README on scale).
         """
         now = self.clock(self.store)
         if now is None or not self.segmenter.sweep_due(now):
             return
         if self.segmenter.sweeps_everyone:
-            customers: Iterable[Customer] = self.store.customers()
+            if self._everyone is None:
+                self._everyone = {c.customer_id: c for c in self.store.customers()}
+            customers: Iterable[Customer] = self._everyone.values()
         else:
             customers = self.store.insiders(0, 1_000_000)[0]
         result = self.segmenter.sweep([(c.customer_id, c.state, c.status) for c in customers], now)
         self._commit(result)
+        self._remember((), result)
+
+    def _remember(self, customers: Iterable[Customer], result: StepResult) -> None:
+        """Bring the ranking's copy up to date with what a committed step read and wrote."""
+        everyone = self._everyone
+        if everyone is None:
+            return
+        for customer in customers:
+            everyone[customer.customer_id] = customer
+        for cid, status in result.statuses.items():
+            known = everyone.get(cid)
+            if known is not None:
+                everyone[cid] = Customer(cid, known.state, status)
 
     def _commit(self, result: StepResult) -> None:
         self.store.commit_step(result, self.segmenter.checkpoint())
