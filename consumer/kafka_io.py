@@ -201,8 +201,21 @@ def _check_handshake(conn: KafkaConnection, timeout: float) -> None:
     # Only slow: the clients' own, longer, timeouts will tell.
 
 
-def ensure_topics(bootstrap: KafkaTarget, topics: Iterable[str], partitions: int = 1) -> None:
-    """Create the topics that do not exist yet (single-node replication)."""
+# What the service writes, it keeps: the events topic is the full log of entries and exits
+# (Redis keeps only the latest, see Retention), and dead letters are the records to fix.
+KEEP_FOREVER = {"retention.ms": "-1"}
+
+
+def ensure_topics(
+    bootstrap: KafkaTarget,
+    topics: Iterable[str],
+    partitions: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create the topics that do not exist yet (single-node replication), with ``configs``.
+
+    A topic that exists is left as it is: its configuration is its owner's.
+    """
     conn = KafkaConnection.of(bootstrap)
     probe(conn)
     try:
@@ -215,7 +228,15 @@ def ensure_topics(bootstrap: KafkaTarget, topics: Iterable[str], partitions: int
         if missing:
             try:
                 admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [
+                        NewTopic(
+                            t,
+                            num_partitions=partitions,
+                            replication_factor=1,
+                            topic_configs=configs or {},
+                        )
+                        for t in missing
+                    ]
                 )
                 log.info("created topics %s", ", ".join(missing))
             except TopicAlreadyExistsError:

@@ -4,11 +4,16 @@ Same semantics as the Redis store and the Kafka sink (the contract tests hold
 both to them), kept in dictionaries. The state can be saved to and loaded from
 a snapshot file so an embedded run continues where it stopped: gzip-compressed,
 versioned JSON (never a pickle), checked field by field when it is loaded.
+
+Retention (see :class:`~consumer.ports.Retention`) forgets what Redis forgets, but at
+once: ids and invoices are indexed by day, so each apply drops exactly the days that
+passed the cutoff, at a cost proportional to what it drops.
 """
 
 from __future__ import annotations
 
 import gzip
+import heapq
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,17 +22,32 @@ from typing import Any
 
 import orjson
 
-from consumer.ports import SUM_LIMIT, ApplyResult, Customer, EventPage, Refusal, SourceRecord
+from consumer.ports import (
+    DEFAULT_RETENTION,
+    SECONDS_PER_DAY,
+    SUM_LIMIT,
+    ApplyResult,
+    Customer,
+    EventPage,
+    Refusal,
+    Retention,
+    SourceRecord,
+    cutoff_day,
+)
 from segmenter.errors import CheckpointError, InputFileError, InvalidRecord
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify, fingerprint
 from segmenter.policy import InsiderStatus
 from segmenter.segmentation import Segmenter, StepResult
-from segmenter.state import Fields, describe, join
+from segmenter.state import Fields, array, describe, join
 
 SNAPSHOT_FORMAT = "insiders.snapshot"
-SNAPSHOT_VERSION = 1
-_SNAPSHOT_FIELDS = (
+# Version 2 adds what retention needs: each id's day (in its "seen" value), each invoice's
+# day, the cutoff, and the histories and event counts (the outbox no longer holds every
+# event, so they cannot be rebuilt from it). Version 1 is still read: its ids and invoices
+# are stamped with the watermark's day, which no line of theirs is later than.
+SNAPSHOT_VERSION = 2
+_SNAPSHOT_FIELDS_V1 = (
     "format",
     "version",
     "customers",
@@ -41,7 +61,8 @@ _SNAPSHOT_FIELDS = (
     "last_ts",
     "model",
 )
-_CUSTOMER_FIELDS = (
+_SNAPSHOT_FIELDS = (*_SNAPSHOT_FIELDS_V1, "outbox_start", "histories", "event_counts", "cutoff")
+_SUMS = (
     "revenue_micros",
     "invoices",
     "lines",
@@ -50,8 +71,11 @@ _CUSTOMER_FIELDS = (
     "returned_units",
     "first_ts",
     "last_ts",
-    "invoice_nos",
 )
+_CUSTOMER_FIELDS_V1 = (*_SUMS, "invoice_nos")
+_CUSTOMER_FIELDS = (*_SUMS, "invoice_days")
+# An applied id's value: its invoice day * 2^32 + its content fingerprint (as in Redis).
+_FINGERPRINT = (1 << 32) - 1
 _STATUS_FIELDS = ("segment", "insider", "insider_since", "sequence", "model_version")
 _EVENT_FIELDS = (
     "event_id",
@@ -74,18 +98,74 @@ class MemoryFeatureStore:
     states: dict[str, CustomerState] = field(default_factory=dict)
     statuses: dict[str, InsiderStatus] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)  # event id -> content fingerprint
+    seen: dict[str, int] = field(default_factory=dict)  # event id -> day * 2^32 + fingerprint
     ignored: dict[str, int] = field(default_factory=dict)
     outbox: list[dict[str, object]] = field(default_factory=list)
-    published: int = 0
+    published: int = 0  # events published, counted from the first ever (as cursors are)
     pending_ids: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
     insider_since: dict[str, int] = field(default_factory=dict)
     histories: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     model: bytes | None = None
     last_ts: int | None = None
+    retention: Retention = field(default_factory=Retention)
+    # customer -> purchase invoice number -> the latest invoice day of its lines
+    invoice_days: dict[str, dict[str, int]] = field(default_factory=dict)
+    cutoff: int | None = None  # the highest cutoff day used: it never moves back
+    outbox_start: int = 0  # events trimmed from the outbox's front
     # The largest running total of any customer (None: not yet computed), for the 64-bit check.
     _largest: int | None = field(default=None, repr=False, compare=False)
+    _revision: int = field(default=0, repr=False, compare=False)
+    # Customers with a purchase (None: not yet counted); a customer never loses their lines.
+    _buyers: int | None = field(default=None, repr=False, compare=False)
+    # What each day holds: event ids, and (customer, invoice) pairs; and a heap of those days.
+    _by_day: dict[int, list[str | tuple[str, str]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    _days: list[int] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Index what the store was given by day. Ids and invoices without a day (state of
+        an older snapshot) get the watermark's day: no line of theirs is later than that."""
+        stamp = None if self.last_ts is None else self.last_ts // SECONDS_PER_DAY
+        for event_id, value in self.seen.items():
+            if value <= _FINGERPRINT and stamp is not None:
+                value = self.seen[event_id] = (stamp << 32) | value
+            if value > _FINGERPRINT:
+                self._remember(value >> 32, event_id)
+        for cid, state in self.states.items():
+            if not state.invoice_nos:
+                continue
+            days = self.invoice_days.setdefault(cid, {})
+            if stamp is not None:
+                for invoice in state.invoice_nos - days.keys():
+                    days[invoice] = stamp
+            for invoice, day in days.items():
+                self._remember(day, (cid, invoice))
+
+    def _remember(self, day: int, entry: str | tuple[str, str]) -> None:
+        held = self._by_day.get(day)
+        if held is None:
+            held = self._by_day[day] = []
+            heapq.heappush(self._days, day)
+        held.append(entry)
+
+    def _forget_before(self, cut: int) -> None:
+        """Drop the ids and invoices dated before day ``cut``."""
+        while self._days and self._days[0] < cut:
+            day = heapq.heappop(self._days)
+            for entry in self._by_day.pop(day):
+                if isinstance(entry, str):
+                    self.seen.pop(entry, None)
+                    continue
+                cid, invoice = entry
+                days = self.invoice_days.get(cid)
+                if days is None or days.get(invoice) != day:
+                    continue  # a later line of the invoice moved it to a later day
+                del days[invoice]
+                if not days:
+                    del self.invoice_days[cid]
+                self.states[cid].invoice_nos.discard(invoice)
 
     def stored_offset(self, topic: str, partition: int) -> int:
         return self.offsets.get(f"{topic}:{partition}", -1)
@@ -99,6 +179,7 @@ class MemoryFeatureStore:
     ) -> ApplyResult:
         key = f"{topic}:{partition}"
         stored = self.offsets.get(key, -1)
+        cut = cutoff_day(self.retention, self.last_ts, self.cutoff)
         # Pass 1, as the Redis script does: sort the lines, check the sums, write nothing yet.
         fresh: list[tuple[int, InvoiceLine, int]] = []
         within: dict[str, int] = {}
@@ -108,10 +189,15 @@ class MemoryFeatureStore:
             if offset <= stored:
                 stale += 1
                 continue
+            if cut is not None and line.invoice_ts // SECONDS_PER_DAY < cut:
+                ts = line.invoice_ts
+                refused.append(Refusal.beyond_retention(offset, line.event_id, ts, cut))
+                continue
             print_ = fingerprint(line)
             before = within.get(line.event_id)
             if before is None:
-                before = self.seen.get(line.event_id)
+                held = self.seen.get(line.event_id)
+                before = None if held is None else held & _FINGERPRINT
             if before is None:
                 within[line.event_id] = print_
                 fresh.append((offset, line, print_))
@@ -127,7 +213,9 @@ class MemoryFeatureStore:
         seen, states, pending = self.seen, self.states, self.pending_ids
         watermark = self.last_ts
         for _, line, print_ in fresh:
-            seen[line.event_id] = print_
+            day = line.invoice_ts // SECONDS_PER_DAY
+            seen[line.event_id] = (day << 32) | print_
+            self._remember(day, line.event_id)
             if watermark is None or line.invoice_ts > watermark:
                 watermark = line.invoice_ts
             kind, reason = classify(line)
@@ -140,12 +228,26 @@ class MemoryFeatureStore:
             state = states.get(cid)
             if state is None:
                 state = states[cid] = CustomerState()
+            first_purchase = not state.has_purchases
             state.apply(line, kind)
+            if first_purchase and state.has_purchases and self._buyers is not None:
+                self._buyers += 1
+            if kind is LineKind.PURCHASE:
+                days = self.invoice_days.setdefault(cid, {})
+                if days.get(line.invoice_no, -1) < day:
+                    days[line.invoice_no] = day
+                    self._remember(day, (cid, line.invoice_no))
             pending[cid] = None
             self._largest = max(self._largest or 0, _largest_total(state))
         self.last_ts = watermark
+        if fresh:
+            self._revision += 1
         if last_offset > stored:
             self.offsets[key] = last_offset
+        if self.retention.dedupe_days > 0:
+            self.cutoff = cutoff_day(self.retention, self.last_ts, self.cutoff)
+            if self.cutoff is not None:
+                self._forget_before(self.cutoff)
         return ApplyResult(len(fresh), duplicates, stale)
 
     def _may_pass_64_bits(self, fresh: list[tuple[int, InvoiceLine, int]]) -> bool:
@@ -203,14 +305,22 @@ class MemoryFeatureStore:
                 self.insider_since[cid] = status.insider_since
             else:
                 self.insider_since.pop(cid, None)
+        keep = self.retention.history_keep
         for event in result.events:
             doc = event.as_dict()
             self.outbox.append(doc)
-            self.histories.setdefault(event.customer_id, []).append(doc)
+            history = self.histories.setdefault(event.customer_id, [])
+            history.append(doc)
+            if 0 < keep < len(history):
+                del history[:-keep]
             key = f"{event.type}:{event.reason.code}"
             self.counts[key] = self.counts.get(key, 0) + 1
         self.model = model
         self.pending_ids.clear()
+        self._revision += 1
+
+    def revision(self) -> int:
+        return self._revision
 
     def watermark(self) -> int | None:
         return self.last_ts
@@ -239,25 +349,44 @@ class MemoryFeatureStore:
         return dict(self.counts)
 
     def customer_count(self) -> int:
-        return sum(1 for state in self.states.values() if state.has_purchases)
+        if self._buyers is None:
+            self._buyers = sum(1 for state in self.states.values() if state.has_purchases)
+        return self._buyers
 
     def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
-        ordered = sorted(self.insider_since.items(), key=lambda item: (item[1], item[0]))
-        page = ordered[offset : offset + limit]
-        return [c for cid, _ in page if (c := self.customer(cid)) is not None], len(ordered)
+        total = len(self.insider_since)
+        if limit <= 0:
+            return [], total
+        first = heapq.nsmallest(
+            offset + limit, self.insider_since.items(), key=lambda item: (item[1], item[0])
+        )
+        page = first[offset:]
+        return [c for cid, _ in page if (c := self.customer(cid)) is not None], total
+
+    def insider_count(self) -> int:
+        return len(self.insider_since)
 
     def events(self, after: str | None, limit: int) -> EventPage:
-        start = int(after) if after else 0
-        page = self.outbox[start : start + limit]
+        # Cursors count events from the first ever: a trimmed front does not move them.
+        start = max(int(after) if after else 0, self.outbox_start)
+        at = start - self.outbox_start
+        page = self.outbox[at : at + limit]
         cursors = tuple(str(start + i) for i in range(1, len(page) + 1))
         return EventPage(page, cursors[-1] if cursors else None, cursors)
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
-        events = self.outbox[self.published :]
-        return events, (str(len(self.outbox)) if events else None)
+        events = self.outbox[self.published - self.outbox_start :]
+        return events, (str(self.outbox_start + len(self.outbox)) if events else None)
 
     def mark_published(self, cursor: str) -> None:
         self.published = int(cursor)
+        keep = self.retention.events_keep
+        everything = self.published == self.outbox_start + len(self.outbox)
+        if everything and 0 < keep < len(self.outbox):
+            dropped = len(self.outbox) - keep
+            del self.outbox[:dropped]
+            self.outbox_start += dropped
+            self._revision += 1
 
     def ping(self) -> bool:
         return True
@@ -266,13 +395,16 @@ class MemoryFeatureStore:
     def to_state(self) -> dict[str, Any]:
         """The whole state as JSON-ready data.
 
-        Histories, event counts and the Insider index are not written: they follow from
-        the outbox and the statuses, and are rebuilt from them on load.
+        The Insider index is not written: it follows from the statuses, and is rebuilt on
+        load. Settings (the retention) are not state: the loading process brings its own.
         """
         return {
             "format": SNAPSHOT_FORMAT,
             "version": SNAPSHOT_VERSION,
-            "customers": {cid: _customer_doc(state) for cid, state in self.states.items()},
+            "customers": {
+                cid: _customer_doc(state, self.invoice_days.get(cid, {}))
+                for cid, state in self.states.items()
+            },
             "statuses": {cid: _status_doc(status) for cid, status in self.statuses.items()},
             "offsets": dict(self.offsets),
             "seen": dict(sorted(self.seen.items())),
@@ -283,25 +415,35 @@ class MemoryFeatureStore:
             "last_ts": self.last_ts,
             # The checkpoint is JSON itself: kept as an object, written back byte for byte.
             "model": None if self.model is None else orjson.loads(self.model),
+            "outbox_start": self.outbox_start,
+            "histories": self.histories,
+            "event_counts": dict(self.counts),
+            "cutoff": self.cutoff,
         }
 
     @classmethod
-    def from_state(cls, state: object) -> MemoryFeatureStore:
+    def from_state(
+        cls, state: object, retention: Retention = DEFAULT_RETENTION
+    ) -> MemoryFeatureStore:
         """The store ``to_state`` described, after checking every field's type and shape."""
         if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
             found = describe(state.get("format")) if isinstance(state, dict) else describe(state)
             raise CheckpointError(f"not an Insiders snapshot (format {found})")
-        if state.get("version") != SNAPSHOT_VERSION:
+        version = state.get("version")
+        if version not in (1, SNAPSHOT_VERSION) or isinstance(version, bool):
             raise CheckpointError(
-                f"Insiders snapshot version {describe(state.get('version'))}: "
-                f"this release reads version {SNAPSHOT_VERSION}"
+                f"Insiders snapshot version {describe(version)}: "
+                f"this release reads version 1 or {SNAPSHOT_VERSION}"
             )
-        doc = Fields(state, "", _SNAPSHOT_FIELDS)
+        old = version == 1
+        doc = Fields(state, "", _SNAPSHOT_FIELDS_V1 if old else _SNAPSHOT_FIELDS)
+        customers = {
+            cid: _read_customer(value, join("customers", cid), old)
+            for cid, value in doc.mapping("customers").items()
+        }
         store = cls(
-            states={
-                cid: _read_customer(value, join("customers", cid))
-                for cid, value in doc.mapping("customers").items()
-            },
+            states={cid: customer for cid, (customer, _) in customers.items()},
+            invoice_days={cid: days for cid, (_, days) in customers.items() if days},
             statuses={
                 cid: _read_status(value, join("statuses", cid))
                 for cid, value in doc.mapping("statuses").items()
@@ -313,10 +455,17 @@ class MemoryFeatureStore:
             published=doc.integer("published"),
             pending_ids=dict.fromkeys(doc.names("pending")),
             last_ts=doc.optional_integer("last_ts", minimum=None),
+            retention=retention,
+            outbox_start=0 if old else doc.integer("outbox_start"),
+            cutoff=None if old else doc.optional_integer("cutoff", minimum=None),
         )
-        if store.published > len(store.outbox):
+        total = store.outbox_start + len(store.outbox)
+        if not store.outbox_start <= store.published <= total:
             raise CheckpointError(
-                f"published: {store.published}, but the outbox holds {len(store.outbox)} events"
+                f"published: {store.published}, but the outbox holds events "
+                f"{store.outbox_start + 1} to {total}"
+                if store.outbox_start
+                else f"published: {store.published}, but the outbox holds {total} events"
             )
         model = doc.raw("model")
         if model is not None:
@@ -328,11 +477,21 @@ class MemoryFeatureStore:
         for cid, status in store.statuses.items():
             if status.insider and status.insider_since is not None:
                 store.insider_since[cid] = status.insider_since
-        for event in store.outbox:
-            reason: Any = event["reason"]
-            store.histories.setdefault(str(event["customer_id"]), []).append(event)
-            key = f"{event['type']}:{reason['code']}"
-            store.counts[key] = store.counts.get(key, 0) + 1
+        if old:  # version 1 kept every event in the outbox: the rest follows from it
+            for event in store.outbox:
+                reason: Any = event["reason"]
+                store.histories.setdefault(str(event["customer_id"]), []).append(event)
+                key = f"{event['type']}:{reason['code']}"
+                store.counts[key] = store.counts.get(key, 0) + 1
+        else:
+            store.histories = {
+                cid: [
+                    _read_event(e, join(join("histories", cid), i))
+                    for i, e in enumerate(array(events, join("histories", cid)))
+                ]
+                for cid, events in doc.mapping("histories").items()
+            }
+            store.counts = doc.counts("event_counts")
         return store
 
     def save(self, path: Path) -> None:
@@ -343,7 +502,7 @@ class MemoryFeatureStore:
         tmp.replace(path)
 
     @staticmethod
-    def load_snapshot(path: Path) -> MemoryFeatureStore:
+    def load_snapshot(path: Path, retention: Retention = DEFAULT_RETENTION) -> MemoryFeatureStore:
         """The state :meth:`save` wrote to ``path``, checked; one-line errors name the file."""
         try:
             data = path.read_bytes()
@@ -359,12 +518,12 @@ class MemoryFeatureStore:
                 "older releases were pickles, which are not read: replay again)"
             ) from None
         try:
-            return MemoryFeatureStore.from_state(state)
+            return MemoryFeatureStore.from_state(state, retention)
         except CheckpointError as exc:
             raise InputFileError(f"{path}: {exc}") from None
 
 
-def _customer_doc(state: CustomerState) -> dict[str, Any]:
+def _customer_doc(state: CustomerState, invoice_days: dict[str, int]) -> dict[str, Any]:
     return {
         "revenue_micros": state.revenue_micros,
         "invoices": state.invoices,
@@ -374,13 +533,16 @@ def _customer_doc(state: CustomerState) -> dict[str, Any]:
         "returned_units": state.returned_units,
         "first_ts": state.first_ts,
         "last_ts": state.last_ts,
-        "invoice_nos": sorted(state.invoice_nos),
+        # The invoice numbers still kept (to count distinct ones), each with its latest day.
+        "invoice_days": {invoice: invoice_days[invoice] for invoice in sorted(invoice_days)},
     }
 
 
-def _read_customer(value: object, path: str) -> CustomerState:
-    doc = Fields(value, path, _CUSTOMER_FIELDS)
-    return CustomerState(
+def _read_customer(value: object, path: str, old: bool) -> tuple[CustomerState, dict[str, int]]:
+    """A customer's sums and kept invoice numbers, with their days (none in version 1)."""
+    doc = Fields(value, path, _CUSTOMER_FIELDS_V1 if old else _CUSTOMER_FIELDS)
+    days = {} if old else doc.counts("invoice_days")
+    state = CustomerState(
         revenue_micros=doc.integer("revenue_micros", minimum=None),
         invoices=doc.integer("invoices"),
         lines=doc.integer("lines"),
@@ -389,8 +551,9 @@ def _read_customer(value: object, path: str) -> CustomerState:
         returned_units=doc.integer("returned_units", minimum=None),
         first_ts=doc.optional_integer("first_ts", minimum=None),
         last_ts=doc.optional_integer("last_ts", minimum=None),
-        invoice_nos=set(doc.names("invoice_nos")),
+        invoice_nos=set(doc.names("invoice_nos")) if old else set(days),
     )
+    return state, days
 
 
 def _status_doc(status: InsiderStatus) -> dict[str, Any]:

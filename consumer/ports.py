@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from segmenter.errors import InvalidRecord
@@ -32,13 +33,56 @@ class SourceRecord:
 # A customer's running sums stay below this (micro-pounds or units): Redis keeps 64-bit integers.
 SUM_LIMIT = 9 * 10**18
 
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How much history a feature store keeps, so that its state stays bounded.
+
+    ``dedupe_days``: an applied event id is remembered while its line's invoice day is
+    within this many days of the watermark's (the latest invoice time applied); a line
+    dated before that can no longer be checked, and is refused (``beyond_retention``).
+    The invoice numbers that count a customer's distinct invoices are kept as long.
+    ``events_keep``: the outbox keeps about this many events once they are published.
+    ``history_keep``: each customer's history keeps their last this many events.
+    0 keeps everything, for each of the three.
+
+    >>> cutoff_day(Retention(dedupe_days=30), watermark=100 * SECONDS_PER_DAY + 5, floor=None)
+    70
+    >>> cutoff_day(Retention(dedupe_days=0), watermark=100 * SECONDS_PER_DAY, floor=None) is None
+    True
+    >>> cutoff_day(Retention(dedupe_days=30), watermark=100 * SECONDS_PER_DAY, floor=75)
+    75
+    """
+
+    dedupe_days: int = 400
+    events_keep: int = 200_000
+    history_keep: int = 100
+
+
+DEFAULT_RETENTION = Retention()
+
+
+def cutoff_day(retention: Retention, watermark: int | None, floor: int | None) -> int | None:
+    """The first day (epoch days) whose lines are still accepted and checked; None: every day.
+
+    ``floor`` is the highest cutoff the store has used: it never moves back, so that a
+    longer retention set later cannot accept a line whose id was already forgotten.
+    """
+    cut = floor
+    if retention.dedupe_days > 0 and watermark is not None:
+        moving = watermark // SECONDS_PER_DAY - retention.dedupe_days
+        cut = moving if cut is None else max(cut, moving)
+    return cut
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A valid-looking line the store refused, and why (it goes to the dead-letter topic)."""
 
     offset: int
-    reason: str  # "conflicting_duplicate" or "out_of_range"
+    reason: str  # "conflicting_duplicate", "out_of_range" or "beyond_retention"
     detail: str
 
     @classmethod
@@ -57,6 +101,30 @@ class Refusal:
             f"event {event_id}: customer {customer_id}'s running totals would pass "
             f"{SUM_LIMIT:.0e} micro-pounds or units",
         )
+
+    @classmethod
+    def beyond_retention(cls, offset: int, event_id: str, invoice_ts: int, cutoff: int) -> Refusal:
+        """A line dated before the dedupe retention's cutoff (``cutoff`` in epoch days).
+
+        >>> refusal = Refusal.beyond_retention(7, "536365:0", 1291191960, 14975)
+        >>> refusal.detail[:70]
+        "event 536365:0: field 'invoice_date' is '2010-12-01 08:26:00', before "
+        >>> refusal.detail[70:89]
+        '2011-01-01 00:00:00'
+        """
+        return cls(
+            offset,
+            "beyond_retention",
+            f"event {event_id}: field 'invoice_date' is '{_moment(invoice_ts)}', before "
+            f"{_moment(cutoff * SECONDS_PER_DAY)}, where the ids kept for dedupe begin "
+            "(INSIDERS_DEDUPE_DAYS before the latest invoice date applied): it cannot be "
+            "checked for a repeat, so it is not applied",
+        )
+
+
+def _moment(ts: int) -> str:
+    """Event time (naive epoch seconds) as the records spell it: ``2011-12-09 12:50:00``."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +175,10 @@ class FeatureStore(Protocol):
         Lines at or below the stored offset and repeated event ids change nothing.
         Customers whose state changed are queued for the next segmentation step.
         All or nothing: if any line is refused (an applied event id with other content,
-        or sums that would leave the 64-bit range), nothing is written and the result
-        lists the refusals.
+        sums that would leave the 64-bit range, or a line dated before the dedupe
+        retention's cutoff, see :class:`Retention`), nothing is written and the result
+        lists the refusals. Ids and invoice numbers past the retention are forgotten a
+        bounded amount at a time, here.
         """
         ...
 
@@ -119,7 +189,16 @@ class FeatureStore(Protocol):
     def load(self, customer_ids: Sequence[str]) -> list[Customer]: ...
 
     def commit_step(self, result: StepResult, model: bytes) -> None:
-        """Store statuses, append events to the outbox and histories, checkpoint, atomically."""
+        """Store statuses, append events to the outbox and histories, checkpoint, atomically.
+
+        Each history keeps its customer's last ``Retention.history_keep`` events.
+        """
+        ...
+
+    def revision(self) -> int:
+        """A count that grows with every write a reader could see (an ``apply`` that applied
+        a line, a ``commit_step``, a trim of the outbox), in the same atomic unit as that
+        write: a reader that saw the same revision before has nothing new to read."""
         ...
 
     def watermark(self) -> int | None:
@@ -148,18 +227,35 @@ class FeatureStore(Protocol):
         ...
 
     def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
-        """A page of Insiders ordered by entry time, and the total count."""
+        """A page of Insiders ordered by entry time, and the total count.
+
+        Loads at most ``limit`` customers (none for ``limit`` 0).
+        """
+        ...
+
+    def insider_count(self) -> int:
+        """How many Insiders there are, without reading any of them."""
         ...
 
     def events(self, after: str | None, limit: int) -> EventPage:
-        """Events from the outbox after ``after`` (exclusive), oldest first."""
+        """Events from the outbox after ``after`` (exclusive), oldest first.
+
+        The outbox keeps about ``Retention.events_keep`` published events: a cursor older
+        than the oldest one kept reads from the oldest kept.
+        """
         ...
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         """Outbox events not yet handed to the event sink, and the cursor of the last one."""
         ...
 
-    def mark_published(self, cursor: str) -> None: ...
+    def mark_published(self, cursor: str) -> None:
+        """Record that every event up to ``cursor`` reached the event sink.
+
+        When every event has, the outbox is trimmed to about ``Retention.events_keep``;
+        an event not yet published is never trimmed.
+        """
+        ...
 
     def ping(self) -> bool: ...
 

@@ -2,12 +2,15 @@
 
 Keys (all under a prefix, ``insiders:`` by default):
 ``c:<id>`` customer hash (running totals in micro-pounds and epoch seconds, plus status),
-``ci:<id>`` the customer's purchase invoice numbers, ``seen:<n>`` applied event ids
-(bucket n = crc32 of the id modulo ``seen_buckets``, fixed per prefix),
+``ci:<id>`` the customer's purchase invoice numbers (a sorted set, scored by the invoice's
+latest day), ``seen:<n>`` applied event ids (bucket n = crc32 of the id modulo
+``seen_buckets``, fixed per prefix; a sorted set scored by day * 2^32 + fingerprint),
+``retention`` where forgetting ids and invoices past the retention stands (see apply.lua),
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
-``h:<id>`` a customer's own events, ``event_counts`` events by type and reason,
+``events:published`` the outbox's published cursor, ``h:<id>`` a customer's last events,
+``event_counts`` events by type and reason, ``revision`` the count of visible writes,
 ``model`` the segmenter's checkpoint (model, sweep clock, policy),
 ``writer`` the consumer that owns them (``<owner id>#<fencing token>``, with a TTL),
 ``fence`` the last fencing token drawn, ``epoch`` a random id of this state, set when
@@ -32,7 +35,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 import redis
 
-from consumer.ports import ApplyResult, Customer, EventPage, Refusal
+from consumer.ports import (
+    DEFAULT_RETENTION,
+    ApplyResult,
+    Customer,
+    EventPage,
+    Refusal,
+    Retention,
+)
 from segmenter.errors import ServiceUnavailable, StoreDiverged
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify, fingerprint
@@ -42,10 +52,16 @@ from segmenter.segmentation import StepResult
 _KIND_CODE = {LineKind.PURCHASE: "P", LineKind.RETURN: "R", LineKind.IGNORED: "I"}
 _STATE_FIELDS = ("rev", "inv", "lines", "units", "rrev", "runits", "first", "last")
 _STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
-# Applied event ids live in small hashes, not one set: Redis keeps a hash of at most 128
-# fields as a compact listpack, 4.6x smaller than one big set (benches/api_latency.py). 8192
-# buckets stay compact up to about a million ids.
+# Applied event ids live in small sorted sets, not one set: Redis keeps a sorted set of at
+# most 128 members (zset-max-listpack-entries) as a compact listpack, several times smaller
+# than one big set. 8192 buckets stay compact up to about a million ids held; scored by day,
+# each bucket's ids past the retention are forgotten with one ZREMRANGEBYSCORE.
 SEEN_BUCKETS = 8192
+# Forgetting past the retention: each apply may visit this many sorted sets (buckets, then
+# customers' invoice sets), plus this many per line it applies. A pass over all of them
+# thus takes about (buckets + customers) / PRUNE_PER_LINE lines of input.
+PRUNE_BASE = 128
+PRUNE_PER_LINE = 1.0
 
 
 def masked(url: str) -> str:
@@ -140,11 +156,17 @@ class RedisFeatureStore:
     backend = "redis"
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "insiders:", seen_buckets: int = SEEN_BUCKETS
+        self,
+        client: redis.Redis,
+        prefix: str = "insiders:",
+        seen_buckets: int = SEEN_BUCKETS,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.seen_buckets = seen_buckets  # wanted for a new prefix; see _buckets()
+        self.retention = retention  # what a writer keeps; readers ignore it
+        self.prune_per_line = PRUNE_PER_LINE
         self._buckets_in_use: int | None = None
         # Set by claim(): every write is then fenced (see _transaction and apply.lua).
         self.lease: WriterLease | None = None
@@ -159,8 +181,9 @@ class RedisFeatureStore:
         seen_buckets: int = SEEN_BUCKETS,
         timeout: float = 60.0,
         check: bool = True,
+        retention: Retention = DEFAULT_RETENTION,
     ) -> RedisFeatureStore:
-        return cls(connect(url, timeout, check), prefix, seen_buckets)
+        return cls(connect(url, timeout, check), prefix, seen_buckets, retention)
 
     def _buckets(self) -> int:
         """The prefix's bucket count for applied event ids, fixed at its first apply.
@@ -190,7 +213,14 @@ class RedisFeatureStore:
         lines: Sequence[tuple[int, InvoiceLine]],
         last_offset: int,
     ) -> ApplyResult:
-        args: list[Any] = [self.prefix, f"{topic}:{partition}", last_offset, *self._guard_args()]
+        args: list[Any] = [
+            self.prefix,
+            f"{topic}:{partition}",
+            last_offset,
+            *self._guard_args(),
+            self.retention.dedupe_days,
+            PRUNE_BASE + int(self.prune_per_line * len(lines)),
+        ]
         extend = args.extend
         buckets = self._buckets()
         crc32 = zlib.crc32
@@ -221,14 +251,16 @@ class RedisFeatureStore:
             raise self._diverged(what) from None
         if answer and answer[0] == b"refused":
             rest = [_str(value) for value in answer[1:]]
+            dates = {offset: line.invoice_ts for offset, line in lines}
             refused = []
             for k in range(0, len(rest), 4):
-                at, why, event_id, customer = int(rest[k]), rest[k + 1], rest[k + 2], rest[k + 3]
-                refused.append(
-                    Refusal.conflict(at, event_id)
-                    if why == "conflicting_duplicate"
-                    else Refusal.beyond_64_bits(at, event_id, customer)
-                )
+                at, why, event_id, other = int(rest[k]), rest[k + 1], rest[k + 2], rest[k + 3]
+                if why == "conflicting_duplicate":
+                    refused.append(Refusal.conflict(at, event_id))
+                elif why == "beyond_retention":
+                    refused.append(Refusal.beyond_retention(at, event_id, dates[at], int(other)))
+                else:
+                    refused.append(Refusal.beyond_64_bits(at, event_id, other))
             return ApplyResult(refused=tuple(refused))
         if self.lease is not None:
             self.lease.writes += 1
@@ -248,6 +280,7 @@ class RedisFeatureStore:
 
     def commit_step(self, result: StepResult, model: bytes) -> None:
         insiders = self._key("insiders")
+        keep = self.retention.history_keep
 
         def build(pipe: Any) -> None:
             for cid, status in result.statuses.items():
@@ -265,15 +298,24 @@ class RedisFeatureStore:
                     pipe.zadd(insiders, {cid: status.insider_since})
                 else:
                     pipe.zrem(insiders, cid)
+            histories = set()
             for event in result.events:
                 doc = orjson.dumps(event.as_dict())
                 pipe.xadd(self._key("events"), {"e": doc})
                 pipe.rpush(self._key("h:" + event.customer_id), doc)
+                histories.add(event.customer_id)
                 pipe.hincrby(self._key("event_counts"), f"{event.type}:{event.reason.code}", 1)
+            if keep > 0:
+                for cid in histories:
+                    pipe.ltrim(self._key("h:" + cid), -keep, -1)
             pipe.set(self._key("model"), model)
             pipe.delete(self._key("pending"))
+            pipe.incr(self._key("revision"))
 
         self._transaction(build)
+
+    def revision(self) -> int:
+        return int(self.client.get(self._key("revision")) or 0)
 
     def watermark(self) -> int | None:
         return _int(self.client.get(self._key("watermark")))
@@ -315,11 +357,16 @@ class RedisFeatureStore:
 
     def insiders(self, offset: int, limit: int) -> tuple[list[Customer], int]:
         key = self._key("insiders")
+        if limit <= 0:  # ZRANGE 0 -1 would be every Insider
+            return [], self.insider_count()
         pipe = self.client.pipeline(transaction=True)
         pipe.zrange(key, offset, offset + limit - 1)
         pipe.zcard(key)
         ids, total = pipe.execute()
         return self.load([_str(cid) for cid in ids]), int(total)
+
+    def insider_count(self) -> int:
+        return int(self.client.zcard(self._key("insiders")))
 
     def events(self, after: str | None, limit: int) -> EventPage:
         start = f"({after}" if after else "-"
@@ -334,7 +381,27 @@ class RedisFeatureStore:
         return page.events, page.next_cursor
 
     def mark_published(self, cursor: str) -> None:
-        self._transaction(lambda pipe: pipe.set(self._key("events:published"), cursor))
+        events, keep = self._key("events"), self.retention.events_keep
+        # Trim only when every event is published (the cursor is the stream's last entry),
+        # so an event that has not reached the sink is never trimmed. The consumer is the
+        # only writer, and its writes are fenced: nothing is appended between the look and
+        # the transaction. `~` trims whole stream nodes only, and by Redis's default limit at
+        # most 100 nodes' worth of entries a call (10,000), so a lowered keep catches up.
+        trim = False
+        if keep > 0:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(events)
+            pipe.xrevrange(events, count=1)
+            length, newest = pipe.execute()
+            trim = length > keep and bool(newest) and _str(newest[0][0]) == cursor
+
+        def build(pipe: Any) -> None:
+            pipe.set(self._key("events:published"), cursor)
+            if trim:
+                pipe.xtrim(events, maxlen=keep, approximate=True)
+                pipe.incr(self._key("revision"))
+
+        self._transaction(build)
 
     # The writer lock and its lease: the model has one writer per prefix (docs/reliability.md).
     _IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:  # kafka-python is imported by the commands that talk to Kafka only
     from consumer.kafka_io import KafkaConnection
+    from consumer.ports import Retention
 
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -137,6 +138,15 @@ class ConsumerSettings(ConnectionSettings):
     segments: int = 4
     # Buckets for applied event ids in Redis, fixed when a prefix is first written.
     seen_buckets: int = Field(default=8192, gt=0)
+    # Bounded state (docs/reliability.md, "Bounded state"); 0 keeps everything. Applied
+    # event ids (and invoice numbers) are kept while their invoice day is within
+    # dedupe_days of the latest one applied, and older lines are refused: the default
+    # covers any order within a year and a month. The outbox keeps about events_keep
+    # published events (the Kafka topic, created with retention.ms=-1, has them all), and a
+    # customer's history their last history_keep.
+    dedupe_days: int = Field(default=400, ge=0)
+    events_keep: int = Field(default=200_000, ge=0)
+    history_keep: int = Field(default=100, ge=0)
     # One consumer owns a prefix's model. Its lock lives writer_ttl s unless renewed (a
     # heartbeat renews it every third of that); a restarted one waits out a dead one's lock.
     writer_ttl: int = Field(default=10, ge=3)
@@ -153,3 +163,9 @@ class ConsumerSettings(ConnectionSettings):
     min_dwell_days: float = 30.0
     lapse_days: float = 120.0
     overdue_factor: float = 2.0
+
+    def retention(self) -> Retention:
+        """What the feature store keeps (``dedupe_days``, ``events_keep``, ``history_keep``)."""
+        from consumer.ports import Retention
+
+        return Retention(self.dedupe_days, self.events_keep, self.history_keep)

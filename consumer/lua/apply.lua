@@ -3,20 +3,36 @@
 --
 -- ARGV[1] key prefix, ARGV[2] "topic:partition", ARGV[3] last offset of the block,
 -- ARGV[4..6] the writer's lease: lock value, epoch and expected write count ('' for an
--- unfenced store: tests and tools), then 11 values per line: offset, event_id, kind
--- (P purchase, R return, I ignored), customer_id, invoice_no (the ignore reason for kind I),
+-- unfenced store: tests and tools), ARGV[7] the dedupe retention in days (0: keep every
+-- id), ARGV[8] how many buckets and invoice sets this call may visit to forget what is
+-- past the retention (see prune), then 11 values per line: offset, event_id, kind (P
+-- purchase, R return, I ignored), customer_id, invoice_no (the ignore reason for kind I),
 -- quantity, the amount in micro-pounds (|quantity| * unit price) as hi and lo with
 -- amount = hi * 10^9 + lo, invoice time (epoch seconds), the event id's bucket in
 -- seen:<bucket> ('' for a prefix that keeps its ids in the one set 'seen'), and the line's
--- content fingerprint.
+-- content fingerprint (below 2^32).
 --
--- All or nothing. A first pass only reads: it sorts lines into stale, duplicate (an applied
--- event_id with the same content), conflicting (an applied event_id with other content) and
--- new, and checks that no running sum would leave the 64-bit range. If any line is refused,
--- nothing is written and the script returns {'refused', offset, reason, event_id, customer,
--- ...}; the
--- caller dead-letters those lines and applies the block again without them. Otherwise it
--- writes and returns {applied, duplicates, stale}.
+-- All or nothing. A first pass only reads: it sorts lines into stale, beyond the retention
+-- (dated before the cutoff day, see below), duplicate (an applied event_id with the same
+-- content), conflicting (an applied event_id with other content) and new, and checks that
+-- no running sum would leave the 64-bit range. If any line is refused, nothing is written
+-- and the script returns {'refused', offset, reason, event_id, customer or cutoff day, ...};
+-- the caller dead-letters those lines and applies the block again without them. Otherwise
+-- it writes and returns {applied, duplicates, stale}.
+--
+-- Retention. Each bucket seen:<n> is a sorted set of applied ids, scored by
+-- day * 2^32 + fingerprint (day: the line's invoice day, in epoch days), so its oldest ids
+-- come first; each customer's purchase invoices are the sorted set ci:<id>, scored by the
+-- latest day of their lines. The cutoff day is the watermark's day minus the retention,
+-- and never moves back (the 'cutoff' field of 'retention' holds the highest one used). A
+-- line dated before it is refused ('beyond_retention'): its id may be forgotten already.
+-- So what is dated before the cutoff can be forgotten, and each call forgets some: it
+-- visits buckets, then customers' invoice sets, from where the last call stopped, up to a
+-- number of visits (see prune); a visit is one ZREMRANGEBYSCORE, whose cost is what it
+-- removes. State written before retention existed (buckets as hashes of bare
+-- fingerprints, invoices as plain sets) is read as it is, and rewritten as sorted sets
+-- stamped with the watermark's day when next written or visited: no line of theirs is
+-- later than that, so they expire no sooner than they should.
 --
 -- Money is exact: Lua numbers are doubles, exact only below 2^53, so amounts are summed as two
 -- parts that each stay far below it, and written as decimal strings that Redis adds as 64-bit
@@ -36,11 +52,30 @@ if ARGV[4] ~= '' then
 end
 local E9 = 1000000000
 local LIMIT = 9.0e18 -- below 2^63 - 1 by far more than a double's error at this size
+local DAY = 86400
+local P32 = 4294967296 -- 2^32: day * P32 + fingerprint stays below 2^53, exact in a double
 local offsets = p .. 'offsets'
 local stored = tonumber(redis.call('HGET', offsets, ARGV[2]) or '-1')
 local last = tonumber(ARGV[3])
 local seen = p .. 'seen'
+local ret = p .. 'retention'
+local keep_days = tonumber(ARGV[7])
+local budget = tonumber(ARGV[8])
+local FIRST = 9
 local WIDTH = 11
+
+-- The cutoff day: lines dated before it are refused. nil: no cutoff (yet).
+local wm0 = tonumber(redis.call('GET', p .. 'watermark') or '-1')
+local rstate = redis.call('HMGET', ret, 'cutoff', 'oldest', 'pass', 'next', 'scan', 'pmin')
+local function cutoff_for(wm)
+  local cut = tonumber(rstate[1] or '')
+  if keep_days > 0 and wm >= 0 then
+    local moving = math.floor(wm / DAY) - keep_days
+    if cut == nil or moving > cut then cut = moving end
+  end
+  return cut
+end
+local cutoff = cutoff_for(wm0)
 
 -- hi * 10^9 + lo as a decimal string (hi, lo: non-negative integers held exactly).
 local function exact(hi, lo)
@@ -51,15 +86,27 @@ local function exact(hi, lo)
   return string.format('%.0f%09.0f', hi, lo)
 end
 
--- The content an event id was first applied with: nil if never, '' if not recorded.
+-- Whether a redis.pcall answered WRONGTYPE: a key still in its format from before
+-- retention (any other error is raised).
+local function old_format(answer)
+  if type(answer) == 'table' and answer.err then
+    if string.find(answer.err, 'WRONGTYPE', 1, true) then return true end
+    error(answer.err)
+  end
+  return false
+end
+
+-- The fingerprint an event id was first applied with: nil if never, '' if not recorded.
 local function applied_as(id, bucket)
   if bucket == '' then
     if redis.call('SISMEMBER', seen, id) == 1 then return '' end
     return nil
   end
-  local got = redis.call('HGET', seen .. ':' .. bucket, id)
+  local key = seen .. ':' .. bucket
+  local got = redis.pcall('ZSCORE', key, id)
+  if old_format(got) then got = redis.call('HGET', key, id) end -- a bare fingerprint
   if got == false then return nil end
-  return got
+  return tonumber(got) % P32
 end
 
 -- Pass 1: read and sort.
@@ -68,12 +115,17 @@ local within = {} -- event id -> fingerprint, for repeats inside this block
 local refused = {}
 local dup, stale = 0, 0
 local n = #ARGV
-local i = 7
+local i = FIRST
 while i <= n do
   if tonumber(ARGV[i]) <= stored then
     stale = stale + 1
+  elseif cutoff ~= nil and math.floor(tonumber(ARGV[i + 8]) / DAY) < cutoff then
+    refused[#refused + 1] = ARGV[i]
+    refused[#refused + 1] = 'beyond_retention'
+    refused[#refused + 1] = ARGV[i + 1]
+    refused[#refused + 1] = string.format('%.0f', cutoff)
   else
-    local id, fp = ARGV[i + 1], ARGV[i + 10]
+    local id, fp = ARGV[i + 1], tonumber(ARGV[i + 10])
     local before = within[id]
     if before == nil then before = applied_as(id, ARGV[i + 9]) end
     if before == nil then
@@ -92,14 +144,18 @@ while i <= n do
 end
 
 -- Sums per customer: revenue hi, lo, lines, units, returned hi, lo, returned units,
--- new invoices, first, last, and the argument indexes of the customer's lines.
+-- invoices (number -> latest day), first, last, and the argument indexes of the customer's
+-- lines.
 local agg, order = {}, {}
 local ignored = {}
 local wm = nil
+local fresh_min = nil -- the earliest invoice day among the new lines
 for _, j in ipairs(fresh) do
   local kind = ARGV[j + 2]
   local ts = tonumber(ARGV[j + 8])
   if wm == nil or ts > wm then wm = ts end
+  local day = math.floor(ts / DAY)
+  if fresh_min == nil or day < fresh_min then fresh_min = day end
   if kind == 'I' then
     local reason = ARGV[j + 4]
     ignored[reason] = (ignored[reason] or 0) + 1
@@ -118,7 +174,8 @@ for _, j in ipairs(fresh) do
       a[2] = a[2] + lo
       a[3] = a[3] + 1
       a[4] = a[4] + qty
-      a[8][ARGV[j + 4]] = true
+      local invoice = ARGV[j + 4]
+      if a[8][invoice] == nil or day > a[8][invoice] then a[8][invoice] = day end
       if not a[9] or ts < a[9] then a[9] = ts end
       if not a[10] or ts > a[10] then a[10] = ts end
     else
@@ -156,14 +213,61 @@ end
 
 -- Pass 2: write.
 if ARGV[4] ~= '' then redis.call('INCR', p .. 'writes') end
+if #fresh > 0 then redis.call('INCR', p .. 'revision') end
+
+-- The day stamped on ids and invoices written before retention existed (see the top).
+local stamp_day = nil
+if wm0 >= 0 then stamp_day = math.floor(wm0 / DAY) elseif wm ~= nil then
+  stamp_day = math.floor(wm / DAY)
+end
+
+-- Rewrite a key of the format before retention as a sorted set: a bucket's hash of bare
+-- fingerprints, or a customer's plain set of invoices. Bounded by that one key's size.
+local function convert(key)
+  local kind = redis.call('TYPE', key)['ok']
+  local members, scores = {}, {}
+  if kind == 'hash' then
+    local all = redis.call('HGETALL', key)
+    for k = 1, #all, 2 do
+      members[#members + 1] = all[k]
+      scores[#scores + 1] = string.format('%.0f', stamp_day * P32 + tonumber(all[k + 1]))
+    end
+  elseif kind == 'set' then
+    members = redis.call('SMEMBERS', key)
+    for k = 1, #members do scores[k] = stamp_day end
+  end
+  redis.call('DEL', key)
+  for k = 1, #members, 500 do
+    local args = {}
+    for m = k, math.min(k + 499, #members) do
+      args[#args + 1] = scores[m]
+      args[#args + 1] = members[m]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+
+-- A command on a sorted set that may still be in the old format (converted first).
+local function zcall(command, key, ...)
+  local answer = redis.pcall(command, key, ...)
+  if old_format(answer) then
+    convert(key)
+    answer = redis.call(command, key, ...)
+  end
+  return answer
+end
+
 for _, j in ipairs(fresh) do
   local bucket = ARGV[j + 9]
   if bucket == '' then
     redis.call('SADD', seen, ARGV[j + 1])
   else
-    redis.call('HSET', seen .. ':' .. bucket, ARGV[j + 1], ARGV[j + 10])
+    local day = math.floor(tonumber(ARGV[j + 8]) / DAY)
+    local score = string.format('%.0f', day * P32 + tonumber(ARGV[j + 10]))
+    zcall('ZADD', seen .. ':' .. bucket, score, ARGV[j + 1])
   end
 end
+
 local base = 0
 if #order > 0 then base = redis.call('INCRBY', p .. 'pending_n', #order) - #order end
 for k, cid in ipairs(order) do
@@ -171,8 +275,8 @@ for k, cid in ipairs(order) do
   local key = p .. 'c:' .. cid
   if a[3] > 0 then
     local new_invoices = 0
-    for invoice in pairs(a[8]) do
-      if redis.call('SADD', p .. 'ci:' .. cid, invoice) == 1 then
+    for invoice, day in pairs(a[8]) do
+      if zcall('ZADD', p .. 'ci:' .. cid, 'GT', day, invoice) == 1 then
         new_invoices = new_invoices + 1
       end
     end
@@ -194,9 +298,96 @@ end
 for reason, count in pairs(ignored) do
   redis.call('HINCRBY', p .. 'ignored', reason, count)
 end
-if wm ~= nil then
-  local cur = tonumber(redis.call('GET', p .. 'watermark') or '-1')
-  if wm > cur then redis.call('SET', p .. 'watermark', string.format('%.0f', wm)) end
+local wm1 = wm0
+if wm ~= nil and wm > wm0 then
+  redis.call('SET', p .. 'watermark', string.format('%.0f', wm))
+  wm1 = wm
 end
 if last > stored then redis.call('HSET', offsets, ARGV[2], string.format('%.0f', last)) end
+
+-- Retention: forget, a bounded amount at a time, what lies before the cutoff.
+-- 'retention' fields: cutoff (the highest cutoff day used), oldest (no id or invoice held
+-- is dated before it; NONE: nothing held; absent on a prefix written before retention),
+-- and while a pass is under way: pass, next (the next bucket), scan (the SSCAN cursor of
+-- 'customers', once every bucket is done), pmin (the earliest day seen held in this pass).
+local NONE = 1e9
+local changed = {}
+local function set(field, value)
+  changed[#changed + 1] = field
+  changed[#changed + 1] = string.format('%.0f', value)
+end
+local oldest = tonumber(rstate[2] or '')
+if oldest == nil and wm0 >= 0 then oldest = -1 end -- held before retention: unknown
+local pass = rstate[3] == '1'
+local pmin = tonumber(rstate[6] or '') or NONE
+if fresh_min ~= nil then
+  if oldest == nil or fresh_min < oldest then
+    oldest = fresh_min
+    set('oldest', oldest)
+  end
+  if pass and fresh_min < pmin then pmin = fresh_min end
+end
+local cut = cutoff_for(wm1)
+if keep_days > 0 and cut ~= nil and cut ~= tonumber(rstate[1] or '') then set('cutoff', cut) end
+
+-- Forget what one sorted set (a bucket, or a customer's invoices) holds from before the
+-- cutoff, and note the earliest day it still holds.
+local function forget(key, scale)
+  zcall('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', cut * scale))
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local day = math.floor(tonumber(first[2]) / scale)
+    if day < pmin then pmin = day end
+  end
+end
+
+-- One step of a pass: up to `visits` buckets, then customers' invoice sets. A pass starts
+-- when something held may be dated before the cutoff, and ends by writing the earliest day
+-- still held as 'oldest'.
+local function prune(visits)
+  local buckets = tonumber(redis.call('GET', p .. 'seen_buckets') or '0')
+  local nxt, scan = 0, '0'
+  if pass then
+    nxt, scan = tonumber(rstate[4] or '0'), rstate[5] or '0'
+  else
+    pass, pmin = true, (fresh_min or NONE)
+  end
+  while visits > 0 and nxt < buckets do
+    forget(seen .. ':' .. nxt, P32)
+    visits = visits - 1
+    nxt = nxt + 1
+  end
+  local done = false
+  while visits > 0 and nxt >= buckets do
+    local page = redis.call('SSCAN', p .. 'customers', scan, 'COUNT', 100)
+    scan = page[1]
+    for _, cid in ipairs(page[2]) do
+      forget(p .. 'ci:' .. cid, 1)
+    end
+    visits = visits - #page[2] - 1
+    if scan == '0' then
+      done = true
+      break
+    end
+  end
+  if done then
+    pass = false
+    oldest = pmin
+    set('oldest', oldest)
+    redis.call('HDEL', ret, 'pass', 'next', 'scan', 'pmin')
+  else
+    set('next', nxt)
+    changed[#changed + 1] = 'scan'
+    changed[#changed + 1] = scan
+    set('pmin', pmin)
+    set('pass', 1)
+  end
+end
+
+if keep_days > 0 and cut ~= nil and (pass or (oldest ~= nil and oldest < cut)) then
+  prune(budget)
+elseif pass and fresh_min ~= nil then
+  set('pmin', pmin)
+end
+if #changed > 0 then redis.call('HSET', ret, unpack(changed)) end
 return {#fresh, dup, stale}

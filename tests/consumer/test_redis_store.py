@@ -1,18 +1,23 @@
-"""What only the Redis store has: applied event ids in buckets, their count fixed per prefix."""
+"""What only the Redis store has: applied event ids in buckets, their count fixed per prefix,
+and how it forgets them past the retention (the contract tests check what both stores do)."""
 
 from __future__ import annotations
 
 import zlib
 
+from consumer.ports import Retention
 from consumer.redis_store import RedisFeatureStore
+from segmenter.lines import fingerprint
 from tests.contract.test_feature_store import DAY, LINES, line
+
+P32 = 1 << 32
 
 
 def seen_keys(client, prefix: str) -> dict[str, str]:
     """Type of every `seen*` key under the prefix."""
     return {
         key.decode()[len(prefix) :]: client.type(key).decode()
-        for key in client.scan_iter(match=f"{prefix}seen*")
+        for key in client.scan_iter(match=f"{prefix}seen*", count=10_000)
     }
 
 
@@ -21,11 +26,13 @@ def test_event_ids_go_to_their_crc32_bucket(redis_client, redis_prefix):
     store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
     for line_ in LINES:
         bucket = zlib.crc32(line_.event_id.encode()) % 16
-        assert redis_client.hexists(f"{redis_prefix}seen:{bucket}", line_.event_id)
+        score = redis_client.zscore(f"{redis_prefix}seen:{bucket}", line_.event_id)
+        assert score is not None
+        assert divmod(int(score), P32) == (line_.invoice_ts // DAY, fingerprint(line_))
     kinds = seen_keys(redis_client, redis_prefix)
     assert kinds.pop("seen_buckets") == "string"
-    assert "seen" not in kinds and set(kinds.values()) == {"hash"}
-    assert sum(redis_client.hlen(f"{redis_prefix}{k}") for k in kinds) == len(LINES)
+    assert "seen" not in kinds and set(kinds.values()) == {"zset"}
+    assert sum(redis_client.zcard(f"{redis_prefix}{k}") for k in kinds) == len(LINES)
 
 
 def test_the_first_writers_bucket_count_stays(redis_client, redis_prefix):
@@ -49,3 +56,129 @@ def test_a_prefix_written_before_buckets_keeps_its_set(redis_client, redis_prefi
     assert store.apply("t", 0, [(100, new)], 100).applied == 1
     assert redis_client.sismember(f"{redis_prefix}seen", "z:0")
     assert set(seen_keys(redis_client, redis_prefix)) == {"seen", "seen_buckets"}
+
+
+# Retention: applied ids and invoice numbers past it are forgotten, a bounded amount a call.
+
+
+def bucket_sizes(client, prefix: str) -> dict[str, int]:
+    return {
+        key.decode(): client.zcard(key)
+        for key in client.scan_iter(match=f"{prefix}seen:*", count=10_000)
+    }
+
+
+def memory_of(client, prefix: str, pattern: str) -> int:
+    return sum(
+        client.memory_usage(key, samples=0) or 0
+        for key in client.scan_iter(match=f"{prefix}{pattern}", count=10_000)
+    )
+
+
+def days_of(d0: int, days: range, customers: int = 20) -> list:
+    """One purchase line per customer per day, each in an invoice of its own."""
+    return [
+        line(f"{d}-{k}:0", f"{d}-{k}", f"k{k}", 1, 1_000_000, d0 + d * DAY + k)
+        for d in days
+        for k in range(customers)
+    ]
+
+
+def test_ids_are_forgotten_once_the_watermark_moves_past_the_retention(redis_client, redis_prefix):
+    store = RedisFeatureStore(
+        redis_client, redis_prefix, seen_buckets=16, retention=Retention(dedupe_days=30)
+    )
+    d0 = 15_000 * DAY
+    first = days_of(d0, range(10))
+    store.apply("t", 0, list(enumerate(first)), len(first) - 1)
+    assert sum(bucket_sizes(redis_client, redis_prefix).values()) == 200
+    seen_before = memory_of(redis_client, redis_prefix, "seen:*")
+    invoices_before = memory_of(redis_client, redis_prefix, "ci:*")
+    assert sum(redis_client.zcard(f"{redis_prefix}ci:k{k}") for k in range(20)) == 200
+    # Each id is scored with its day: day * 2^32 + fingerprint.
+    score = redis_client.zscore(f"{redis_prefix}seen:{zlib.crc32(b'3-4:0') % 16}", "3-4:0")
+    assert score is not None and int(score) // P32 == 15_003
+
+    # 45 days on, the cutoff (day 15) is past the first 10 days: a pass over 16 buckets and
+    # 20 customers fits one call's budget, so they are all forgotten now.
+    later = days_of(d0, range(45, 46))
+    store.apply("t", 0, [(200 + i, ln) for i, ln in enumerate(later)], 219)
+    assert sum(bucket_sizes(redis_client, redis_prefix).values()) == 20
+    assert memory_of(redis_client, redis_prefix, "seen:*") < seen_before / 2
+    assert sum(redis_client.zcard(f"{redis_prefix}ci:k{k}") for k in range(20)) == 20
+    assert memory_of(redis_client, redis_prefix, "ci:*") < invoices_before * 0.6
+    state = redis_client.hgetall(f"{redis_prefix}retention")
+    assert state == {b"cutoff": b"15015", b"oldest": b"15045"}  # no pass under way
+    # The features are untouched: each customer still counts 11 invoices.
+    assert {c.state.invoices for c in store.load([f"k{k}" for k in range(20)])} == {11}
+
+
+def test_each_call_forgets_a_bounded_amount(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix, retention=Retention(dedupe_days=20))
+    d0 = 15_000 * DAY
+    old = days_of(d0, range(10), customers=1000)  # 10,000 ids in 8,192 buckets
+    for start in range(0, len(old), 5000):
+        block = old[start : start + 5000]
+        store.apply("t", 0, [(start + i, ln) for i, ln in enumerate(block)], start + 4999)
+    total = sum(bucket_sizes(redis_client, redis_prefix).values())
+    new = line("n:0", "n", "n", 1, 1, d0 + 100 * DAY)
+    store.apply("t", 0, [(10_000, new)], 10_000)  # all 10,000 are past the cutoff now
+    after_one = sum(bucket_sizes(redis_client, redis_prefix).values())
+    # A call with one line visits 129 of the 8,192 buckets: it forgets about 160 ids.
+    assert total == 10_000 and 10_000 - 300 < after_one < 10_000 - 100
+    for _ in range(80):
+        store.apply("t", 0, [], 10_000)
+    assert sum(bucket_sizes(redis_client, redis_prefix).values()) == 1
+
+
+def make_legacy(client, prefix: str) -> None:
+    """Turn a prefix into what the release before retention wrote: buckets as hashes of bare
+    fingerprints, invoice numbers in plain sets, no retention state."""
+    for key in client.scan_iter(match=f"{prefix}seen:*", count=10_000):
+        ids = client.zrange(key, 0, -1, withscores=True)
+        client.delete(key)
+        client.hset(key, mapping={event_id: int(score) % P32 for event_id, score in ids})
+    for key in client.scan_iter(match=f"{prefix}ci:*", count=10_000):
+        invoices = client.zrange(key, 0, -1)
+        client.delete(key)
+        client.sadd(key, *invoices)
+    client.delete(f"{prefix}retention")
+
+
+def test_a_prefix_written_before_retention_is_read_and_then_stamped(redis_client, redis_prefix):
+    d0 = 15_000 * DAY
+    first = days_of(d0, range(5), customers=4)
+    RedisFeatureStore(redis_client, redis_prefix, seen_buckets=16).apply(
+        "t", 0, list(enumerate(first)), len(first) - 1
+    )
+    make_legacy(redis_client, redis_prefix)
+    store = RedisFeatureStore(redis_client, redis_prefix, retention=Retention(dedupe_days=30))
+    # Read as before: repeats are duplicates, other content conflicts, invoices count once.
+    again = [(100 + i, ln) for i, ln in enumerate(first)]
+    assert store.apply("t", 0, again, 119).duplicates == 20
+    other = line("0-0:0", "0-0", "k0", 7, 1_000_000, d0)
+    assert [r.reason for r in store.apply("t", 0, [(120, other)], 120).refused] == [
+        "conflicting_duplicate"
+    ]
+    same_invoice = line("0-0:9", "0-0", "k0", 1, 1_000_000, d0 + 4 * DAY)
+    store.apply("t", 0, [(121, same_invoice)], 121)
+    assert store.load(["k0"])[0].state.invoices == 5
+    # The first pass stamped every old id and invoice with the watermark's day (15,004).
+    ids = {
+        event_id.decode(): int(score)
+        for key in redis_client.scan_iter(match=f"{redis_prefix}seen:*", count=10_000)
+        for event_id, score in redis_client.zrange(key, 0, -1, withscores=True)
+    }
+    assert ids["0-0:0"] // P32 == 15_004 and ids["0-0:0"] % P32 > 0
+    assert redis_client.type(f"{redis_prefix}ci:k1") == b"zset"
+    assert redis_client.zscore(f"{redis_prefix}ci:k1", "0-1") == 15_004
+    # So they expire 30 days after that day, not before.
+    store.apply("t", 0, [(122, line("w:0", "w", "k9", 1, 1, d0 + 33 * DAY))], 122)
+    assert "0-0:0" in {
+        event_id.decode()
+        for key in redis_client.scan_iter(match=f"{redis_prefix}seen:*", count=10_000)
+        for event_id in redis_client.zrange(key, 0, -1)
+    }
+    store.apply("t", 0, [(123, line("w:1", "w", "k9", 1, 1, d0 + 35 * DAY))], 123)
+    assert sum(bucket_sizes(redis_client, redis_prefix).values()) == 2  # w:0 and w:1
+    assert not redis_client.exists(f"{redis_prefix}ci:k1")

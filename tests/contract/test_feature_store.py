@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from datetime import UTC, datetime
 
+from consumer.file_source import FileInvoiceSource
 from consumer.memory import MemoryFeatureStore
+from consumer.ports import Retention
+from consumer.records import DateParser, parse_record
 from segmenter.events import ENTERED, InsiderEvent, Reason
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify
 from segmenter.policy import InsiderStatus
 from segmenter.segmentation import StepResult
+from tests.conftest import SAMPLE
 
 DAY = 86_400
 
@@ -229,3 +235,244 @@ def test_sums_that_would_leave_64_bits_are_refused_whole(store):
     assert sorted(r.offset for r in result.refused) == list(range(1, 92))
     assert store.customer("8") is None and store.stored_offset("t", 0) == -1
     assert store.apply("t", 0, block[:1], 91).applied == 1
+
+
+# Reads that stay cheap at a million customers (issue "A million customers").
+
+
+def test_insider_count_and_pages_read_no_more_than_the_page(store):
+    lines = [line(f"p{i}:0", f"p{i}", f"c{i}", 1, 1_000_000, DAY) for i in range(5)]
+    store.apply("t", 0, list(enumerate(lines)), 4)
+    statuses = {
+        f"c{i}": InsiderStatus(segment=1, insider=True, insider_since=(10 - i) * DAY, sequence=1)
+        for i in range(5)
+    }
+    store.commit_step(StepResult(statuses=statuses), b"m")
+    assert store.insider_count() == 5
+    assert store.insiders(0, 0) == ([], 5)  # a count only: not every Insider loaded
+    page, total = store.insiders(1, 2)
+    assert total == 5 and [c.customer_id for c in page] == ["c3", "c2"]
+    assert [c.customer_id for c in store.insiders(4, 10)[0]] == ["c0"]
+    assert store.insiders(5, 10) == ([], 5)
+
+
+def test_the_revision_moves_with_every_write_a_reader_could_see(store):
+    start = store.revision()
+    store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    applied = store.revision()
+    assert applied > start
+    # Repeats and stale offsets change nothing a reader sees, nor the revision.
+    again = [(len(LINES) + i, ln) for i, ln in enumerate(LINES)]
+    store.apply("t", 0, again, 2 * len(LINES) - 1)
+    store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    assert store.revision() == applied
+    store.commit_step(StepResult(events=[_event("1", 1)]), b"m")
+    assert store.revision() > applied
+
+
+# Bounded state: the retention of applied ids, the outbox and the histories.
+
+
+def held(store) -> tuple[int, int]:
+    """Applied event ids and purchase invoice numbers the store still holds."""
+    if isinstance(store, MemoryFeatureStore):
+        return len(store.seen), sum(len(days) for days in store.invoice_days.values())
+    client, prefix = store.client, store.prefix
+    ids = sum(client.zcard(key) for key in client.scan_iter(match=f"{prefix}seen:*", count=10_000))
+    invoices = sum(
+        client.zcard(key) for key in client.scan_iter(match=f"{prefix}ci:*", count=10_000)
+    )
+    return ids, invoices
+
+
+def settle(store, calls: int = 80) -> None:
+    """Let the Redis store finish forgetting: a call visits a bounded number of its 8,192
+    buckets and customers' invoice sets. The memory store forgets at once."""
+    for _ in range(calls):
+        store.apply("settle", 0, [], -1)
+
+
+def moment(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+D0 = 15_000 * DAY  # 2011-01-26
+
+
+def test_a_line_dated_before_the_retention_is_refused_naming_its_date_and_the_cutoff(store):
+    store.retention = Retention(dedupe_days=10)
+    store.apply("t", 0, [(0, line("w:0", "w", "1", 1, 1_000_000, D0 + 100 * DAY + 3600))], 0)
+    # The cutoff is the start of day 90: 10 days before the watermark's day.
+    old = line("old:0", "old", "2", 1, 1_000_000, D0 + 89 * DAY + 86_399)
+    edge = line("edge:0", "edge", "3", 1, 1_000_000, D0 + 90 * DAY)
+    result = store.apply("t", 0, [(1, edge), (2, old)], 2)
+    assert [(r.offset, r.reason) for r in result.refused] == [(2, "beyond_retention")]
+    detail = result.refused[0].detail
+    assert detail.startswith(
+        f"event old:0: field 'invoice_date' is '{moment(old.invoice_ts)}', "
+        f"before {moment(D0 + 90 * DAY)}"
+    )
+    assert store.stored_offset("t", 0) == 0 and store.customer("3") is None  # nothing written
+    result = store.apply("t", 0, [(1, edge)], 2)
+    assert (result.applied, result.refused) == (1, ())
+    assert store.customer("2") is None
+
+
+def test_a_duplicate_within_the_retention_is_still_a_duplicate(store):
+    store.retention = Retention(dedupe_days=10)
+    first = line("x:0", "x", "5", 2, 1_000_000, D0 + 95 * DAY)
+    store.apply("t", 0, [(0, first), (1, line("w:0", "w", "1", 1, 1, D0 + 104 * DAY))], 1)
+    settle(store)
+    result = store.apply("t", 0, [(2, first)], 2)  # the same line, 9 days behind
+    assert (result.applied, result.duplicates) == (0, 1)
+    other = line("x:0", "x", "5", 3, 1_000_000, D0 + 95 * DAY)
+    assert [r.reason for r in store.apply("t", 0, [(3, other)], 3).refused] == [
+        "conflicting_duplicate"
+    ]
+    assert store.load(["5"])[0].state.units == 2
+
+
+def test_a_longer_retention_set_later_never_reaccepts_what_was_forgotten(store):
+    store.retention = Retention(dedupe_days=10)
+    store.apply("t", 0, [(0, line("w:0", "w", "1", 1, 1, D0 + 100 * DAY))], 0)
+    store.retention = Retention(dedupe_days=50)  # the cutoff stays at day 90 ...
+    refused = store.apply("t", 0, [(1, line("o:0", "o", "2", 1, 1, D0 + 80 * DAY))], 1).refused
+    assert [r.reason for r in refused] == ["beyond_retention"]
+    store.retention = Retention(dedupe_days=0)  # ... even when ids are kept forever from now on
+    refused = store.apply("t", 0, [(1, line("o:0", "o", "2", 1, 1, D0 + 80 * DAY))], 1).refused
+    assert [r.reason for r in refused] == ["beyond_retention"]
+
+
+def test_without_a_retention_every_id_is_kept_and_no_line_is_refused(store):
+    store.retention = Retention(dedupe_days=0)
+    lines = [line(f"d{d}:0", f"d{d}", "1", 1, 1_000_000, D0 + d * DAY) for d in (900, 0, 450)]
+    assert store.apply("t", 0, list(enumerate(lines)), 2).applied == 3
+    settle(store)
+    assert held(store) == (3, 3)
+    assert store.apply("t", 0, [(3, lines[1])], 3).duplicates == 1
+
+
+def daily_lines(days: range, per_day: int = 5) -> list[InvoiceLine]:
+    """Two purchase lines of one invoice per customer per day, and a return each 7th day."""
+    out = []
+    for d in days:
+        for k in range(per_day):
+            ts = D0 + d * DAY + 3600 * k
+            out += [
+                line(f"{d}-{k}:0", f"{d}-{k}", f"k{k}", 2, 1_250_000, ts),
+                line(f"{d}-{k}:1", f"{d}-{k}", f"k{k}", 1, 990_000, ts),
+            ]
+            if d % 7 == 0:
+                out.append(line(f"C{d}-{k}:0", f"C{d}-{k}", f"k{k}", -1, 990_000, ts))
+    return out
+
+
+def test_ids_and_invoices_past_the_retention_are_forgotten_and_state_stays_bounded(store):
+    store.retention = Retention(dedupe_days=5)
+    history: list[InvoiceLine] = []
+    sizes = {}
+    for d in range(60):
+        lines = daily_lines(range(d, d + 1))
+        offset = len(history)
+        last = offset + len(lines) - 1
+        result = store.apply("t", 0, [(offset + i, ln) for i, ln in enumerate(lines)], last)
+        assert result.refused == () and result.applied == len(lines)
+        history += lines
+        if d in (29, 59):
+            settle(store)
+            sizes[d] = held(store)
+    # Twice the history, the same state: what is past the retention is forgotten.
+    assert sizes[29] == sizes[59]
+    kept = [ln for ln in history if ln.invoice_ts >= D0 + 54 * DAY]  # the cutoff: day 54
+    assert sizes[59] == (len(kept), len({ln.invoice_no for ln in kept if ln.quantity > 0}))
+    # Forgetting changed no feature: every invoice was counted once.
+    want = expected_states(history)
+    got = {c.customer_id: state_tuple(c.state) for c in store.load(sorted(want))}
+    assert got == {k: state_tuple(v) for k, v in want.items()}
+    assert all(state[1] == 60 for state in got.values())
+
+
+def test_any_order_within_the_retention_gives_the_in_order_state(store):
+    # Days 0 to 14: LINES (days 8 to 14 of the epoch, moved to D0) and 10 days of invoices.
+    store.retention = Retention(dedupe_days=15)
+    moved = [dataclasses.replace(ln, invoice_ts=D0 + ln.invoice_ts) for ln in LINES]
+    lines = daily_lines(range(10), per_day=4) + moved
+    shuffled = lines[:]
+    random.Random(11).shuffle(shuffled)
+    offset = 0
+    rng = random.Random(3)
+    while offset < len(shuffled):
+        size = rng.randint(1, 9)
+        chunk = shuffled[offset : offset + size]
+        result = store.apply(
+            "t", 0, [(offset + i, ln) for i, ln in enumerate(chunk)], offset + size - 1
+        )
+        assert result.refused == ()
+        offset += size
+    settle(store)
+    want = expected_states(lines)
+    got = {c.customer_id: state_tuple(c.state) for c in store.load(sorted(want))}
+    assert got == {k: state_tuple(v) for k, v in want.items()}
+    assert store.watermark() == max(ln.invoice_ts for ln in lines)
+    assert store.ignored_counts() == {"no_customer": 1, "not_a_product": 1, "zero_price": 1}
+
+
+def all_events(store) -> list[dict[str, object]]:
+    return store.events(None, 100_000).events
+
+
+def test_the_outbox_keeps_about_events_keep_and_never_trims_an_unpublished_event(store):
+    store.retention = Retention(events_keep=50)
+    store.commit_step(StepResult(events=[_event(f"a{i}", 1) for i in range(300)]), b"m")
+    oldest = store.events(None, 1).cursors[0]
+    events, cursor = store.unpublished_events()
+    assert len(events) == 300 and cursor is not None
+    store.mark_published(store.events(None, 100).cursors[-1])  # a part: nothing is trimmed
+    assert len(all_events(store)) == 300
+    store.mark_published(cursor)
+    kept = all_events(store)
+    assert 50 <= len(kept) < 150  # Redis trims whole stream nodes (~), memory exactly
+    assert [e["customer_id"] for e in kept] == [f"a{i}" for i in range(300 - len(kept), 300)]
+    # A cursor older than what is kept reads from the oldest kept.
+    assert store.events(oldest, 3).events == kept[:3]
+    assert store.unpublished_events() == ([], None)
+    # However many events wait for the sink, none of them is trimmed.
+    store.commit_step(StepResult(events=[_event(f"b{i}", 1) for i in range(200)]), b"m")
+    store.mark_published(store.events(None, len(kept) + 20).cursors[-1])
+    waiting, cursor = store.unpublished_events()
+    assert [e["customer_id"] for e in waiting] == [f"b{i}" for i in range(20, 200)]
+    assert len(all_events(store)) == len(kept) + 200
+    assert cursor is not None
+    store.mark_published(cursor)
+    assert 50 <= len(all_events(store)) < 150
+    assert all_events(store)[-1]["customer_id"] == "b199"
+
+
+def test_a_history_keeps_its_customers_last_events(store):
+    store.retention = Retention(history_keep=3)
+    for seq in range(1, 6):
+        store.commit_step(StepResult(events=[_event("1", seq)]), b"m")
+    store.commit_step(StepResult(events=[_event("2", seq) for seq in range(1, 6)]), b"m")
+    assert [e["event_id"] for e in store.history("1")] == ["1:3", "1:4", "1:5"]
+    assert [e["event_id"] for e in store.history("2")] == ["2:3", "2:4", "2:5"]
+    assert store.event_counts() == {"insider.entered:top_segment": 10}
+    assert len(all_events(store)) == 10
+
+
+def test_a_shuffled_year_applies_whole_with_the_default_retention(store):
+    """The product promises any order: a year of the sample, shuffled, equals it in order."""
+    dates = DateParser()
+    lines = [parse_record(record.value, dates) for record in FileInvoiceSource(SAMPLE).records()]
+    span = max(ln.invoice_ts for ln in lines) - min(ln.invoice_ts for ln in lines)
+    assert span > 365 * DAY
+    rng = random.Random(5)
+    rng.shuffle(lines)
+    for start in range(0, len(lines), 2000):
+        chunk = lines[start : start + 2000]
+        result = store.apply(
+            "t", 0, [(start + i, ln) for i, ln in enumerate(chunk)], start + len(chunk) - 1
+        )
+        assert result.refused == ()
+    want = expected_states(lines)
+    got = {c.customer_id: state_tuple(c.state) for c in store.load(sorted(want))}
+    assert got == {k: state_tuple(v) for k, v in want.items()}

@@ -1,0 +1,126 @@
+"""What a file's state costs in Redis, per customer and key family, for each dedupe retention.
+
+    .venv/bin/python benches/redis_footprint.py [--data PATH] [--dedupe-days 400 30]
+        [--seen-buckets N]
+
+For each retention (``INSIDERS_DEDUPE_DAYS``; 0 keeps every id), fills a fresh Redis
+prefix with the consumer's own pipeline (file source, Redis store, the default settings
+otherwise), as `insiders consume --exit-at-end` would from a topic holding the file, then
+sums `MEMORY USAGE` (every element sampled) of each key under the prefix by family and
+divides by the customers with a purchase. Prints one table, bytes per customer, a column a
+retention; the prefixes are deleted afterwards. Starts Redis (and Kafka) with
+scripts/services. Default data: the full UCI file beside the repo, else the shipped sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from consumer.cli import build_pipeline  # noqa: E402
+from consumer.file_source import FileInvoiceSource  # noqa: E402
+from consumer.memory import MemoryEventSink  # noqa: E402
+from consumer.redis_store import RedisFeatureStore  # noqa: E402
+from consumer.settings import ConsumerSettings  # noqa: E402
+
+FULL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
+SAMPLE = REPO / "consumer" / "data" / "online_retail_sample.csv.gz"
+REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
+FAMILIES = ("c:", "ci:", "seen:", "h:", "events", "customers", "insiders", "others")
+
+
+def family(name: str) -> str:
+    """``c:17850`` -> ``c:``, ``events`` -> ``events``; the small bookkeeping keys -> others."""
+    head, colon, _ = name.partition(":")
+    if colon and head + ":" in FAMILIES:
+        return head + ":"
+    return name if name in FAMILIES else "others"
+
+
+def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
+    """Bytes by key family under ``prefix`` (`MEMORY USAGE`, all elements sampled)."""
+    sizes = dict.fromkeys(FAMILIES, 0)
+    keys = [key.decode() for key in client.scan_iter(match=f"{prefix}*", count=10_000)]
+    for start in range(0, len(keys), 1000):
+        batch = keys[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for key in batch:
+            pipe.memory_usage(key, samples=0)
+        for key, used in zip(batch, pipe.execute(), strict=True):
+            sizes[family(key[len(prefix) :])] += int(used or 0)
+    return sizes
+
+
+def fill(data: Path, days: int, buckets: int, client: redis.Redis) -> tuple[str, int, Any, float]:
+    """A fresh prefix holding ``data``: (prefix, customers, the pipeline's stats, seconds)."""
+    settings = ConsumerSettings(dedupe_days=days, seen_buckets=buckets)
+    prefix = f"bench:footprint-{uuid.uuid4().hex[:8]}:"
+    store = RedisFeatureStore(client, prefix, settings.seen_buckets, settings.retention())
+    pipeline = build_pipeline(store, MemoryEventSink(), settings)
+    started = time.perf_counter()
+    for block in FileInvoiceSource(data, settings.block_size).blocks():
+        pipeline.process(block)
+    elapsed = time.perf_counter() - started
+    return prefix, store.customer_count(), pipeline.stats, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=FULL if FULL.exists() else SAMPLE)
+    parser.add_argument("--dedupe-days", type=int, nargs="+", default=[400, 30])
+    parser.add_argument(
+        "--seen-buckets",
+        type=int,
+        default=ConsumerSettings().seen_buckets,
+        help="INSIDERS_SEEN_BUCKETS: about the ids held / 100 keeps each bucket compact",
+    )
+    args = parser.parse_args()
+    subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
+    client = redis.Redis.from_url(REDIS_URL)
+    columns = []
+    for days in args.dedupe_days:
+        prefix, customers, stats, elapsed = fill(args.data, days, args.seen_buckets, client)
+        try:
+            sizes = footprint(client, prefix)
+        finally:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
+            for start in range(0, len(keys), 1000):
+                client.unlink(*keys[start : start + 1000])
+        columns.append((days, customers, stats, elapsed, sizes))
+        print(f"filled with {days} days in {elapsed:.0f}s", file=sys.stderr)
+
+    _, customers, stats, _, _ = columns[0]
+    lines = stats.records
+    print(
+        f"\nRedis bytes per customer: {args.data.name}, {lines:,} lines, {customers:,} "
+        f"customers, {args.seen_buckets:,} buckets"
+    )
+    print("(INSIDERS_DEDUPE_DAYS in the header; 0 keeps every id)\n")
+    print("| key family | " + " | ".join(f"{days} days" for days, *_ in columns) + " |")
+    print("| --- |" + " ---: |" * len(columns))
+    for name in FAMILIES:
+        cells = [f"{sizes[name] / n:,.0f}" for _, n, _, _, sizes in columns]
+        print(f"| `{name}` | " + " | ".join(cells) + " |")
+    totals = [f"**{sum(sizes.values()) / n:,.0f}**" for _, n, _, _, sizes in columns]
+    print("| all | " + " | ".join(totals) + " |")
+    mib = [f"{sum(sizes.values()) / 2**20:.1f}" for *_, sizes in columns]
+    print("| all, MiB | " + " | ".join(mib) + " |")
+    speed = [f"{stats.records / elapsed:,.0f}" for _, _, stats, elapsed, _ in columns]
+    print("| fill, lines/s | " + " | ".join(speed) + " |")
+    late = [f"{stats.rejected['beyond_retention']:,}" for _, _, stats, _, _ in columns]
+    print("| lines refused as `beyond_retention` | " + " | ".join(late) + " |")
+
+
+if __name__ == "__main__":
+    main()
