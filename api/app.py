@@ -19,10 +19,16 @@ import redis
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from pydantic import AfterValidator
 
-from api import dashboard, metrics
+from api import metrics
 from api.report import current_report, current_segmenter
 from api.schemas import (
     CustomerStatus,
@@ -40,6 +46,7 @@ from api.schemas import (
     Why,
 )
 from api.security import ApiKeys, require_key, require_page_key
+from api.snapshots import ReportSnapshots, Snapshot
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
 from segmenter.errors import CheckpointError
@@ -118,6 +125,15 @@ def get_store(request: Request) -> FeatureStore:
     return store
 
 
+def get_snapshots(request: Request) -> ReportSnapshots:
+    snapshots: ReportSnapshots = request.app.state.snapshots
+    return snapshots
+
+
+def _age(snapshot: Snapshot) -> dict[str, str]:
+    return {"Age": str(int(snapshot.age()))}
+
+
 def get_now(request: Request) -> int | None:
     now: NowFn = request.app.state.now
     return now(request.app.state.store)
@@ -125,6 +141,7 @@ def get_now(request: Request) -> int | None:
 
 Store = Annotated[FeatureStore, Depends(get_store)]
 Now = Annotated[int | None, Depends(get_now)]
+Snapshots = Annotated[ReportSnapshots, Depends(get_snapshots)]
 CustomerId = Annotated[
     str, Path(pattern=CUSTOMER_ID_PATTERN, description="customer id, e.g. 12347")
 ]
@@ -187,6 +204,7 @@ def create_app(
     keepalive: float = 15.0,
     store_name: str | None = None,
     keys: ApiKeys | None = None,
+    report_refresh: float = 5.0,
 ) -> FastAPI:
     """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall".
 
@@ -196,6 +214,8 @@ def create_app(
     its password masked); by default it is the store's backend.
     ``keys``: with any, every route but ``/healthz`` (and the docs) needs one; without, all
     are open.
+    ``report_refresh``: the report and the dashboard answer from a snapshot, rebuilt in the
+    background at most every this many seconds (see :mod:`api.snapshots`).
     """
     name = store_name or f"the {store.backend} store"
     app = FastAPI(
@@ -213,6 +233,13 @@ def create_app(
     app.state.stopping = threading.Event()
     stopping: threading.Event = app.state.stopping
     app.state.now = (lambda s: s.watermark()) if clock == "event" else (lambda s: int(time.time()))
+    now_of: NowFn = app.state.now
+    app.state.snapshots = ReportSnapshots(
+        store,
+        lambda: current_report(store, now_of(store)),
+        refresh=report_refresh,
+        wall_clock=clock == "wall",
+    )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -267,7 +294,7 @@ def create_app(
         rules = segmenter.policy.settings if segmenter is not None else None
         return Stats(
             customers=store.customer_count(),
-            insiders=store.insiders(0, 0)[1],
+            insiders=store.insider_count(),
             model_version=segmenter.model.version if segmenter is not None else 0,
             as_of=to_datetime(now) if now is not None else None,
             events=store.event_counts(),
@@ -357,8 +384,11 @@ def create_app(
         )
 
     @api.get("/report", response_model=Report, summary="The business report, live")
-    def report(store: Store, now: Now) -> Report:
-        return current_report(store, now)
+    def report(snapshots: Snapshots) -> Response:
+        """The report as of its last build: it is rebuilt in the background once the store
+        has changed (at most every few seconds); the `Age` header says how old it is."""
+        snapshot = snapshots.latest()
+        return Response(snapshot.body, media_type="application/json", headers=_age(snapshot))
 
     @app.get(
         "/dashboard",
@@ -367,8 +397,9 @@ def create_app(
         responses={**UNAVAILABLE_JSON, **UNAUTHORIZED_JSON},
         summary="The business report as a page for people",
     )
-    def show_dashboard(store: Store, now: Now) -> HTMLResponse:
-        return HTMLResponse(dashboard.render(current_report(store, now)))
+    def show_dashboard(snapshots: Snapshots) -> HTMLResponse:
+        snapshot = snapshots.latest()
+        return HTMLResponse(snapshot.html(), headers=_age(snapshot))
 
     @api.get(
         "/metrics",
@@ -380,7 +411,7 @@ def create_app(
         segmenter = current_segmenter(store)
         text = metrics.exposition(
             customers=store.customer_count(),
-            insiders=store.insiders(0, 0)[1],
+            insiders=store.insider_count(),
             model_version=segmenter.model.version if segmenter is not None else 0,
             watermark=store.watermark(),
             events=store.event_counts(),

@@ -39,6 +39,9 @@ class ApiSettings(ConnectionSettings):
     # Seconds to connect to Redis and for each command: past it the request gets a 503,
     # rather than hanging on a frozen server.
     redis_timeout: float = Field(default=2.0, gt=0)
+    # GET /report and /dashboard answer from a snapshot built in the background when the
+    # store has changed: at most every this many seconds, and never more than half the time.
+    report_refresh: float = Field(default=5.0, gt=0)
     # Keys for `Authorization: Bearer <key>`: read keys, and admin keys, which also read.
     # After validation each tuple also holds the keys of its file.
     api_keys: Keys = ()

@@ -72,7 +72,7 @@ def run_pipeline(
             pipeline.process(block)
             source.commit(block)
             bar.update(len(block))
-            bar.set_postfix(insiders=store.insiders(0, 0)[1], refresh=False)
+            bar.set_postfix(insiders=store.insider_count(), refresh=False)
             if on_block is not None:
                 on_block()
     finally:
@@ -141,7 +141,13 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
 
 def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
-    from consumer.kafka_io import KafkaEventSink, KafkaInvoiceSource, dlq_topic, ensure_topics
+    from consumer.kafka_io import (
+        KEEP_FOREVER,
+        KafkaEventSink,
+        KafkaInvoiceSource,
+        dlq_topic,
+        ensure_topics,
+    )
     from consumer.redis_store import RedisFeatureStore
     from consumer.service import ConsumerService
 
@@ -154,10 +160,14 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
     stopper.on_stop(stop_reading)  # from here on a signal is a clean stop, not an interrupt
     store = RedisFeatureStore.from_url(
-        settings.redis_url, settings.redis_prefix, settings.seen_buckets
+        settings.redis_url,
+        settings.redis_prefix,
+        settings.seen_buckets,
+        retention=settings.retention(),
     )
     kafka = settings.kafka()
-    ensure_topics(kafka, [settings.topic, dlq_topic(settings.topic), settings.events_topic])
+    ensure_topics(kafka, [settings.topic])
+    ensure_topics(kafka, [dlq_topic(settings.topic), settings.events_topic], configs=KEEP_FOREVER)
     sink = KafkaEventSink(kafka, settings.events_topic, give_up_after=settings.outage_seconds)
     # Unique per process start: a restarted container with the same host name and pid
     # is still another owner.
@@ -232,9 +242,9 @@ def replay_embedded(
 
     saved = Path(snapshot) if snapshot else None
     store = (
-        MemoryFeatureStore.load_snapshot(saved)
+        MemoryFeatureStore.load_snapshot(saved, settings.retention())
         if saved is not None and saved.exists()
-        else MemoryFeatureStore()
+        else MemoryFeatureStore(retention=settings.retention())
     )
     source = FileInvoiceSource(path, settings.block_size, until=until)
     if stopper is not None:
@@ -256,7 +266,7 @@ def cmd_replay(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         args.path, settings, args.snapshot, args.until, args.stopper
     )
     save_snapshot(store, args.snapshot)
-    insiders = store.insiders(0, 0)[1]
+    insiders = store.insider_count()
     print(
         f"replayed {stats.records:,} lines in {elapsed:.1f}s "
         f"({stats.records / max(elapsed, 1e-9):,.0f} lines/s): "
@@ -435,6 +445,7 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         keepalive=api_settings.stream_keepalive,
         store_name=store_name,
         keys=keys,
+        report_refresh=api_settings.report_refresh,
     )
     serve(app, host, port, log_level="info")
     return 0

@@ -100,7 +100,7 @@ def evaluate(
         pipeline.process(block)
         now = store.watermark()
         if pipeline.segmenter.calibration is not None and now is not None:
-            shares[now] = store.insiders(0, 0)[1] / max(store.customer_count(), 1)
+            shares[now] = store.insider_count() / max(store.customer_count(), 1)
 
     for block in FileInvoiceSource(path, block_size, until=cut).blocks():
         process(block)

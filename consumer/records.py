@@ -55,7 +55,14 @@ _EPOCH = datetime(1970, 1, 1)
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
+    r"""``text`` for a one-line message: escaped if it holds a line break or any other
+    unprintable character (a log line must not be forged), and cut past 60 characters.
+
+    >>> _clip("536365:0"), _clip("a\nb")
+    ('536365:0', "'a\\nb'")
+    """
+    shown = text if text.isprintable() else repr(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _short(value: object) -> str:
