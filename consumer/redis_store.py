@@ -52,6 +52,13 @@ from segmenter.segmentation import StepResult
 _KIND_CODE = {LineKind.PURCHASE: "P", LineKind.RETURN: "R", LineKind.IGNORED: "I"}
 _STATE_FIELDS = ("rev", "inv", "lines", "units", "rrev", "runits", "first", "last")
 _STATUS_FIELDS = ("seg", "ins", "since", "seq", "mv")
+# Customers read by one call of the load script (a read of about 1 ms in Redis).
+LOAD_BATCH = 1000
+_LOAD = (
+    "local out = {} for i = 2, #ARGV do out[i - 1] = redis.call('HMGET', ARGV[1] .. ARGV[i], "
+    + ", ".join(f"'{f}'" for f in _STATE_FIELDS + _STATUS_FIELDS)
+    + ") end return out"
+)
 # Applied event ids live in small sorted sets, not one set: Redis keeps a sorted set of at
 # most 128 members (zset-max-listpack-entries) as a compact listpack, several times smaller
 # than one big set. 8192 buckets stay compact up to about a million ids held; scored by day,
@@ -172,6 +179,7 @@ class RedisFeatureStore:
         self.lease: WriterLease | None = None
         source = resources.files("consumer").joinpath("lua/apply.lua").read_text()
         self._apply = client.register_script(source)
+        self._load = client.register_script(_LOAD)
 
     @classmethod
     def from_url(
@@ -271,12 +279,14 @@ class RedisFeatureStore:
         return [_str(cid) for cid in self.client.zrange(self._key("pending"), 0, -1)]
 
     def load(self, customer_ids: Sequence[str]) -> list[Customer]:
-        pipe = self.client.pipeline(transaction=False)
-        for cid in customer_ids:
-            pipe.hmget(self._key("c:" + cid), _STATE_FIELDS + _STATUS_FIELDS)
-        return [
-            decode(cid, values) for cid, values in zip(customer_ids, pipe.execute(), strict=True)
-        ]
+        # One script call per LOAD_BATCH customers: a pipelined HMGET each costs the client
+        # about four times as much (packing and parsing every command apart).
+        out: list[Customer] = []
+        for start in range(0, len(customer_ids), LOAD_BATCH):
+            batch = customer_ids[start : start + LOAD_BATCH]
+            answer: Any = self._load(args=[self._key("c:"), *batch])
+            out.extend(decode(cid, values) for cid, values in zip(batch, answer, strict=True))
+        return out
 
     def commit_step(self, result: StepResult, model: bytes) -> None:
         insiders = self._key("insiders")
