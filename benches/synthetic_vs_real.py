@@ -14,6 +14,7 @@ rejected; then no customer, not a product, zero price are ignored). ``--replay``
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import subprocess
 import sys
@@ -164,11 +165,14 @@ def replay_counts(path: Path) -> dict[str, str]:
     text = done.stderr + done.stdout
     out: dict[str, str] = {}
     records = int(re.search(r"([\d,]+) records:", text).group(1).replace(",", ""))  # type: ignore[union-attr]
-    for label in ("rejected by reason", "valid but ignored by spec v1"):
+    for label, name in (
+        ("rejected by reason", "rejected"),
+        ("valid but ignored by spec v1", "ignored"),
+    ):
         found = re.search(label + r": (\{.*\})", text)
-        counts: dict[str, int] = eval(found.group(1)) if found else {}
+        counts: dict[str, int] = ast.literal_eval(found.group(1)) if found else {}
         for reason, count in sorted(counts.items()):
-            out[f"replay: {label.split()[0]} {reason}"] = f"{pct(count / records, 3)} ({count:,})"
+            out[f"replay: {name} {reason}"] = f"{pct(count / records, 3)} ({count:,})"
     found = re.search(r"([\d,]+) customers, ([\d,]+) Insiders", text)
     if found:
         customers, insiders = (int(g.replace(",", "")) for g in found.groups())

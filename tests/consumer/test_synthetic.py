@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -43,6 +44,13 @@ Z = 4.0  # standard errors allowed
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "synthetic.csv.gz"
     write_history(path, CUSTOMERS, seed=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("small") / "small.csv.gz"
+    write_history(path, 300, seed=2)
     return path
 
 
@@ -72,13 +80,11 @@ def test_the_file_has_the_uci_layout_in_time_order(synthetic):
     assert all(len(d) == 19 and d.endswith(":00") for d in dates)
 
 
-def test_the_service_reads_every_line_as_it_reads_real_ones(synthetic):
+def test_the_service_reads_every_line_as_it_reads_real_ones(small):
     """Every line parses, or is rejected for the one reason real lines are (the bad-debt
     lines' negative price); the ignored ones are ignored for spec v1's reasons."""
     reasons: Counter[str] = Counter()
-    for record in read_records(synthetic):
-        import orjson
-
+    for record in read_records(small):
         try:
             line = parse_record(orjson.dumps(record))
         except InvalidRecord as error:
@@ -97,11 +103,9 @@ def test_the_service_reads_every_line_as_it_reads_real_ones(synthetic):
     assert reasons["purchase"] > 0 and reasons["return"] > 0 and reasons["no_customer"] > 0
 
 
-def test_replay_takes_it_in_order_and_finds_insiders(tmp_path, caplog):
-    path = tmp_path / "small.csv.gz"
-    write_history(path, 300, seed=2)
+def test_replay_takes_it_in_order_and_finds_insiders(small, caplog):
     with caplog.at_level(logging.INFO):
-        store, stats, _, _ = replay_embedded(path, ConsumerSettings(), None)
+        store, stats, _, _ = replay_embedded(small, ConsumerSettings(), None)
     assert "not in time order" not in caplog.text  # streamed as written, never sorted
     assert store.customer_count() == 300
     assert 0 < store.insiders(0, 0)[1] < 300
@@ -149,7 +153,6 @@ def statistics(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
     one = pd.Series(1.0, index=frame.index)
     cluster = frame["cluster"]
     known = frame["CustomerID"].notna()
-    cancel = frame["InvoiceNo"].str.startswith("C")
     product = frame["StockCode"].str.fullmatch(PRODUCT)
     out = {
         "lines without a customer id": ratio((~known).astype(float), one, cluster),
@@ -188,7 +191,6 @@ def statistics(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
         pd.Series(1.0, index=gap.index),
         ordered.loc[gap.index, "CustomerID"],
     )
-    assert not cancel.empty
     return out
 
 
