@@ -147,7 +147,7 @@ class ReportSnapshots:
                     self._building = False
                     self._built.notify_all()
                 return
-            took = time.monotonic() - started
+            took = snapshot.seconds
             with self._lock:
                 self._latest = snapshot
                 self._failure = None
