@@ -27,6 +27,7 @@ from segmenter.errors import CheckpointError, InvalidRecord
 from segmenter.lines import InvoiceLine
 from segmenter.model import SegmentModel
 from segmenter.policy import InsiderPolicy
+from segmenter.roster import Roster
 from segmenter.segmentation import Segmenter, StepResult
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,10 @@ class Pipeline:
                 raise CheckpointError(_mismatch(store, saved, wanted))
             log.info("restored model v%d from the store", saved.version)
         self.stats = PipelineStats()
-        # Every customer as this pipeline, the one writer, last read or wrote them: the
-        # daily ranking reads them here, not from the store. Filled by the first ranking
-        # (one full read per pipeline), then kept up to date by each step.
-        self._everyone: dict[str, Customer] | None = None
+        # Every customer as this pipeline, the one writer, last read or wrote them, as
+        # columns: the daily ranking reads them here, not from the store. Filled by the
+        # first ranking (one full read per pipeline), then kept up to date by each step.
+        self._roster: Roster | None = None
         self._dates = DateParser()
         self._offsets: dict[tuple[str, int], int] = {}
         # Work left over by a crash between apply and the segmentation step, or before
@@ -225,35 +226,32 @@ class Pipeline:
 
     def sweep(self) -> None:
         """Once per sweep interval of the clock: rank everyone and hold the target share
-        (or, without one, re-assess every Insider); time-driven exits come from here.
+        (or, without one, re-assess the overdue Insiders); time-driven exits come from here.
 
-        Ranking every customer costs O(customers) in this process once a day of event
-        time; the store is read whole only for the first ranking (see the README on scale).
+        Ranking every customer is array code over this process's roster once a day of
+        event time, plus one decision per customer who enters, leaves or changes segment;
+        the store is read whole only for the first ranking (see the README on scale).
         """
         now = self.clock(self.store)
         if now is None or not self.segmenter.sweep_due(now):
             return
-        if self.segmenter.sweeps_everyone:
-            if self._everyone is None:
-                self._everyone = {c.customer_id: c for c in self.store.customers()}
-            customers: Iterable[Customer] = self._everyone.values()
-        else:
-            customers = self.store.insiders(0, 1_000_000)[0]
-        result = self.segmenter.sweep([(c.customer_id, c.state, c.status) for c in customers], now)
+        if self._roster is None:
+            self._roster = Roster.of(
+                (c.customer_id, c.state, c.status) for c in self.store.customers()
+            )
+        result = self.segmenter.sweep(self._roster, now)
         self._commit(result)
         self._remember((), result)
 
     def _remember(self, customers: Iterable[Customer], result: StepResult) -> None:
         """Bring the ranking's copy up to date with what a committed step read and wrote."""
-        everyone = self._everyone
-        if everyone is None:
+        roster = self._roster
+        if roster is None:
             return
         for customer in customers:
-            everyone[customer.customer_id] = customer
+            roster.put(customer.customer_id, customer.state, customer.status)
         for cid, status in result.statuses.items():
-            known = everyone.get(cid)
-            if known is not None:
-                everyone[cid] = Customer(cid, known.state, status)
+            roster.put_status(cid, status)
 
     def _commit(self, result: StepResult) -> None:
         self.store.commit_step(result, self.segmenter.checkpoint())

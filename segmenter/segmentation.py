@@ -20,16 +20,18 @@ model is built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import orjson
 
 from segmenter.errors import CheckpointError
 from segmenter.events import InsiderEvent
 from segmenter.features import SECONDS_PER_DAY, CustomerState, features_of
-from segmenter.model import Assessment, SegmentModel, model_input, model_inputs, state_column
+from segmenter.lines import MICROS_PER_POUND
+from segmenter.model import Assessment, SegmentModel, column_inputs, model_input
 from segmenter.policy import (
     Calibration,
     Edges,
@@ -37,7 +39,9 @@ from segmenter.policy import (
     InsiderStatus,
     calibrate,
     lapsed_mask,
+    overdue_mask,
 )
+from segmenter.roster import NONE, Roster
 from segmenter.state import Fields, describe
 
 Customers = Sequence[tuple[str, CustomerState, InsiderStatus]]
@@ -55,6 +59,39 @@ _CHECKPOINT_FIELDS = (
     "policy",
     "model",
 )
+
+
+def _best(
+    rows: np.ndarray, margins: np.ndarray, name: Callable[[int], str], count: int
+) -> np.ndarray:
+    """The ``count`` of ``rows`` with the highest margins, best first, ties by ``name``;
+    only the rows at or above the cut are sorted one by one."""
+    if count <= 0 or not len(rows):
+        return rows[:0]
+    if count < len(rows):
+        cut = -np.partition(-margins[rows], count - 1)[count - 1]
+        rows = rows[margins[rows] >= cut]
+    return np.array(sorted(rows.tolist(), key=lambda i: (-margins[i], name(i)))[:count], dtype=int)
+
+
+class _Columns:
+    """The totals the ranking reads, of some rows of a roster, as float arrays."""
+
+    def __init__(self, roster: Roster, rows: np.ndarray) -> None:
+        def column(name: str) -> np.ndarray:
+            return roster.column(name)[rows].astype(float)
+
+        self.revenue = column("revenue_micros") / MICROS_PER_POUND
+        self.kept = self.revenue - column("returned_micros") / MICROS_PER_POUND
+        self.invoices, self.first, self.last = (
+            column("invoices"),
+            column("first_ts"),
+            column("last_ts"),
+        )
+        self.span_days = (self.last - self.first) / SECONDS_PER_DAY
+
+    def inputs(self, now_ts: int) -> dict[str, np.ndarray]:
+        return column_inputs(self.revenue, self.kept, self.invoices, self.first, self.last, now_ts)
 
 
 @dataclass
@@ -117,42 +154,82 @@ class Segmenter:
         """Whether :meth:`sweep` needs every customer (a target share) or only the Insiders."""
         return self.policy.settings.target_share is not None
 
-    def sweep(self, customers: Customers, now_ts: int) -> StepResult:
+    def sweep(self, customers: Customers | Roster, now_ts: int) -> StepResult:
         """Re-assess as time moves (recency grows without new events).
 
-        With a target share, ``customers`` is everyone. They are ranked by margin and
-        the edges calibrated (:func:`segmenter.policy.calibrate`); Insiders below the
-        exit edge leave; then customers at or above the entry edge enter, and if the
-        group is still below the target, the best-ranked others enter until it is
-        reached (the entry edge in force until the next sweep is lowered to match).
-        Without a target share, ``customers`` is the Insiders, re-assessed against the
-        fixed edges.
+        ``customers`` is everyone: a :class:`Roster`, or the customers to make one of.
+
+        With a target share, they are ranked by margin and the edges calibrated
+        (:func:`segmenter.policy.calibrate`); Insiders below the exit edge leave; then
+        customers at or above the entry edge enter, and if the group is still below the
+        target, the best-ranked others enter until it is reached (the entry edge in force
+        until the next sweep is lowered to match).
+
+        Without a target share, only time can take an Insider out here, and only once
+        overdue: the Insiders due (overdue by now) are re-assessed against the fixed edges.
+
+        Both are array code over the roster; a customer is decided one by one only when
+        due, or when their membership or segment changes. Only such changes are written
+        (a segment or a membership, not a new model version).
         """
         self.swept_at = now_ts
+        roster = customers if isinstance(customers, Roster) else Roster.of(customers)
         if not self.sweeps_everyone:
-            return self._assess([c for c in customers if c[2].insider], now_ts, sweep=True)
+            return self._recheck(roster, now_ts)
         if not self.model.clusterer.ready:
             return StepResult()
+        return self._rank(roster, now_ts)
+
+    def _recheck(self, roster: Roster, now_ts: int) -> StepResult:
+        """Fixed edges: the overdue Insiders re-assessed; the others' segments kept current."""
+        rules, ids = self.policy.settings, roster.ids
+        insiders = np.flatnonzero(roster.column("insider") == 1)
+        columns = _Columns(roster, insiders)
+        due = overdue_mask(
+            (now_ts - columns.last) / SECONDS_PER_DAY, columns.invoices, columns.span_days, rules
+        )
+        result = self._assess(
+            [
+                (ids[row], roster.state(row), roster.status(row))
+                for row in sorted(insiders[due].tolist(), key=ids.__getitem__)
+            ],
+            now_ts,
+            sweep=True,
+        )
+        if self.model.clusterer.ready:
+            _, segments = self.model.margins(columns.inputs(now_ts))
+            stored = roster.column("segment")[insiders]
+            for j in np.flatnonzero(~due & (segments != stored)).tolist():
+                row = int(insiders[j])
+                status = replace(
+                    roster.status(row), segment=int(segments[j]), model_version=self.model.version
+                )
+                result.statuses[ids[row]] = status
+        return result
+
+    def _rank(self, roster: Roster, now_ts: int) -> StepResult:
         rules = self.policy.settings
         assert rules.target_share is not None
-        # One order whatever order the store keeps: the events come out the same.
-        known = sorted((c for c in customers if c[1].has_purchases), key=lambda c: c[0])
-        states = [state for _, state, _ in known]
-        margins, segments = self.model.margins(model_inputs(states, now_ts))
-
-        last = state_column(states, "last_ts")
+        ids, version = roster.ids, self.model.version
+        known = np.flatnonzero(roster.column("lines") > 0)
+        columns = _Columns(roster, known)
+        margins, segments = self.model.margins(columns.inputs(now_ts))
         eligible = ~lapsed_mask(
-            (now_ts - last) / SECONDS_PER_DAY,
-            state_column(states, "invoices"),
-            (last - state_column(states, "first_ts")) / SECONDS_PER_DAY,
-            rules,
+            (now_ts - columns.last) / SECONDS_PER_DAY, columns.invoices, columns.span_days, rules
         )
         calibration = calibrate(margins, eligible, rules.target_share, rules.share_band, now_ts)
+        edges = calibration.edges
+        insider = roster.column("insider")[known] == 1
+        was_segment = roster.column("segment")[known]
         result = StepResult()
+        changed: list[tuple[str, InsiderStatus]] = []
+
+        def by_id(picked: np.ndarray) -> list[int]:
+            return sorted(picked.tolist(), key=lambda i: ids[known[i]])
 
         def decide(i: int, edges: Edges) -> InsiderStatus:
-            cid, state, status = known[i]
-            version = self.model.version
+            row = int(known[i])
+            cid, state, status = ids[row], roster.state(row), roster.status(row)
             features = features_of(state, now_ts)
             assessment = Assessment(int(segments[i]), float(margins[i]))
             new, event = self.policy.decide(
@@ -170,39 +247,49 @@ class Segmenter:
                 result.events.append(event)
             # Only changes are written: a segment or a membership, not a new model version.
             if new.insider != status.insider or new.segment != status.segment:
-                result.statuses[cid] = new
+                changed.append((cid, new))
             return new
 
-        edges = calibration.edges
-        members = 0
-        for i, (_, _, status) in enumerate(known):
-            if status.insider:
-                members += decide(i, edges).insider
+        def moved_segment(picked: np.ndarray) -> None:
+            """Statuses of customers whose segment, and nothing else, changed."""
+            for i in by_id(picked[segments[picked] != was_segment[picked]]):
+                moved = replace(
+                    roster.status(int(known[i])), segment=int(segments[i]), model_version=version
+                )
+                changed.append((ids[known[i]], moved))
+
+        # Insiders: the ones the policy takes out (lapsed, or below the exit edge after the
+        # dwell: a sweep never waives it) are decided one by one; the others keep their place.
+        since = roster.column("insider_since")[known]
+        dwell = np.where(since == NONE, 0.0, (now_ts - since.astype(float)) / SECONDS_PER_DAY)
+        leaving = insider & (~eligible | ((margins < edges.exit) & (dwell >= rules.min_dwell_days)))
+        members = int(insider.sum())
+        for i in by_id(np.flatnonzero(leaving)):
+            members -= not decide(i, edges).insider
+        moved_segment(np.flatnonzero(insider & ~leaving))
+        insiders_changed = len(changed)
         # Entries, best-ranked first: everyone at or above the entry edge while the group
         # is below the top of its band (Insiders kept by their dwell count too), and then,
         # if the group is still below the target, the next best until it is reached.
-        outside = [i for i, (_, _, status) in enumerate(known) if not status.insider]
-        candidates = sorted(
-            (i for i in outside if eligible[i]), key=lambda i: (-margins[i], known[i][0])
-        )
+        candidates = np.flatnonzero(~insider & eligible)
         target = round(rules.target_share * len(known))
         room = max(0, calibration.cap - members)
-        admitted = [i for i in candidates[:room] if margins[i] >= edges.entry]
+        above = candidates[margins[candidates] >= edges.entry]
+        admitted = _best(above, margins, lambda i: ids[known[i]], room)
         if len(admitted) + members < target:
-            admitted = candidates[: target - members]
-            fill = float(margins[admitted[-1]]) if admitted else edges.entry
+            admitted = _best(candidates, margins, lambda i: ids[known[i]], target - members)
+            fill = float(margins[admitted[-1]]) if len(admitted) else edges.entry
             if fill < edges.entry:
                 edges = Edges(fill, edges.exit, edges.note + ", filled to the target")
                 calibration = replace(calibration, edges=edges)
-        chosen = set(admitted)
-        for i in outside:
-            if i in chosen:
-                members += decide(i, edges).insider
-            elif int(segments[i]) != known[i][2].segment:
-                cid, _, status = known[i]
-                result.statuses[cid] = replace(
-                    status, segment=int(segments[i]), model_version=self.model.version
-                )
+        chosen = np.zeros(len(known), dtype=bool)
+        chosen[admitted] = True
+        for i in by_id(np.flatnonzero(chosen)):
+            members += decide(i, edges).insider
+        moved_segment(np.flatnonzero(~insider & ~chosen))
+        # In id order, Insiders first, whatever order the roster keeps.
+        outside = sorted(changed[insiders_changed:])
+        result.statuses = dict(sorted(changed[:insiders_changed]) + outside)
         self.calibration = replace(calibration, members=members)
         return result
 

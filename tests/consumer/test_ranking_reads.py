@@ -28,7 +28,7 @@ class ReadsEveryDay(Pipeline):
     """The pipeline as it was: every ranking reads every customer from the store."""
 
     def _remember(self, customers, result: StepResult) -> None:
-        self._everyone = None
+        self._roster = None
 
 
 def run(pipeline_type: type[Pipeline]) -> tuple[Counted, Pipeline]:
