@@ -23,13 +23,15 @@ from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
+    RedirectResponse,
     Response,
     StreamingResponse,
 )
 from pydantic import AfterValidator
 
-from api import metrics
-from api.report import current_report, current_segmenter
+from api import dashboard, metrics, pages
+from api.docs import add_docs
+from api.report import current_segmenter
 from api.schemas import (
     CustomerStatus,
     Driver,
@@ -47,6 +49,7 @@ from api.schemas import (
 )
 from api.security import ApiKeys, require_key, require_page_key
 from api.snapshots import ReportSnapshots, Snapshot
+from api.subscriptions import router as subscriptions_router
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
 from segmenter.errors import CheckpointError
@@ -223,7 +226,10 @@ def create_app(
         summary="Who the Insiders are, since when, and the events of entries and exits.",
         version="0.1.0",
         responses={503: {"model": ErrorBody, "description": UNAVAILABLE}},
+        docs_url=None,  # served from the package's files by add_docs, not from a CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.store = store
     app.state.api_keys = keys or ApiKeys()
     # Every route of this router needs a key when keys are set. The dashboard checks its own,
@@ -236,7 +242,7 @@ def create_app(
     now_of: NowFn = app.state.now
     app.state.snapshots = ReportSnapshots(
         store,
-        lambda: current_report(store, now_of(store)),
+        lambda: dashboard.build(store, now_of(store)),
         refresh=report_refresh,
         wall_clock=clock == "wall",
     )
@@ -399,7 +405,32 @@ def create_app(
     )
     def show_dashboard(snapshots: Snapshots) -> HTMLResponse:
         snapshot = snapshots.latest()
-        return HTMLResponse(snapshot.html(), headers=_age(snapshot))
+        return HTMLResponse(snapshot.html(), headers={**_age(snapshot), **pages.HEADERS})
+
+    @app.get("/", include_in_schema=False)
+    def front() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get(
+        "/dashboard/customers/{customer_id}",
+        response_class=HTMLResponse,
+        dependencies=[Depends(require_page_key)],
+        responses={
+            404: {"description": "No purchase of theirs seen", "content": {"text/html": {}}},
+            **UNAVAILABLE_JSON,
+            **UNAUTHORIZED_JSON,
+        },
+        summary="A customer as a page for people: status, why, features, history",
+    )
+    def show_customer(customer_id: CustomerId, store: Store, now: Now) -> HTMLResponse:
+        customer = store.customer(customer_id)
+        if customer is None or not customer.state.has_purchases:
+            page = pages.not_found_page(customer_id)
+            return HTMLResponse(page, status_code=404, headers=pages.HEADERS)
+        status = status_of(customer, now, current_segmenter(store))
+        events = [HistoryEntry.model_validate(e) for e in store.history(customer_id)]
+        history = History(customer_id=customer_id, insider=status.insider, events=events)
+        return HTMLResponse(pages.customer_page(status, history), headers=pages.HEADERS)
 
     @api.get(
         "/metrics",
@@ -407,17 +438,11 @@ def create_app(
         responses=UNAVAILABLE_JSON,
         summary="Counts for Prometheus: customers, Insiders, events, ignored lines",
     )
-    def show_metrics(store: Store) -> PlainTextResponse:
-        segmenter = current_segmenter(store)
-        text = metrics.exposition(
-            customers=store.customer_count(),
-            insiders=store.insider_count(),
-            model_version=segmenter.model.version if segmenter is not None else 0,
-            watermark=store.watermark(),
-            events=store.event_counts(),
-            ignored=store.ignored_counts(),
-        )
-        return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
+    def show_metrics(store: Store, request: Request) -> PlainTextResponse:
+        """The Prometheus text format, or OpenMetrics when the `Accept` header asks for it.
+        Every figure is read from the store at scrape time."""
+        body, content_type = metrics.exposition(store, request.headers.get("accept"))
+        return PlainTextResponse(body, media_type=content_type)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}})
     def healthz(store: Store) -> Health | JSONResponse:
@@ -427,4 +452,5 @@ def create_app(
         return Health(status="ok", store=store.backend, customers=store.customer_count())
 
     app.include_router(api)
+    app.include_router(subscriptions_router)
     return app

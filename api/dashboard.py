@@ -1,39 +1,76 @@
 """The dashboard: the live report as one self-contained HTML page.
 
 No scripts, fonts or stylesheets from elsewhere: it must work on a closed network
-and in the embedded demo. It shows exactly what `GET /report` returns, and reloads
-itself every `REFRESH_SECONDS`.
+and in the embedded demo (:data:`api.pages.CSP` has the browser enforce it). It shows
+what `GET /report` returns, actions first, with a chart of the Insiders over time drawn
+here as inline SVG, and reloads itself every `REFRESH_SECONDS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from html import escape
 
-from api.report import figure, money
-from api.schemas import Report
+from api.pages import customer_link, document, percent
+from api.report import all_events, current_segmenter, figure, money, report_body
+from api.schemas import Report, WeekRow
+from consumer.ports import FeatureStore
+from segmenter.events import EXITED, event_time
+from segmenter.report import Table, build_report
 
 REFRESH_SECONDS = 30
 
-STYLE = """
-body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 72rem;
-       padding: 1rem 1.5rem; color: #1d2330; background: #f7f8fa; }
-h1 { margin: .2rem 0; } h2 { margin-top: 2rem; border-bottom: 1px solid #d7dbe3; }
-.muted { color: #5b6475; } .cards { display: flex; flex-wrap: wrap; gap: .8rem; }
-.card { background: #fff; border: 1px solid #d7dbe3; border-radius: 8px;
-        padding: .7rem 1rem; min-width: 13rem; flex: 1; }
-.card b { display: block; font-size: 1.6rem; }
-table { border-collapse: collapse; background: #fff; width: 100%; }
-th, td { text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #e6e9ef; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-.ok { color: #16794c; } .no { color: #b3261e; }
-.bar { height: .7rem; display: inline-block; vertical-align: middle; }
-.c { background: #8aa4d6; } .r { background: #1f4e9c; }
-a { color: #1f4e9c; }
-"""
+
+@dataclass(frozen=True)
+class Built:
+    """One build of the report, and what only the dashboard shows."""
+
+    report: Report
+    # The share of all revenue so far held by the Insiders at each week's end (report.weeks)
+    shares: list[float]
 
 
-def _customer(cid: str) -> str:
-    return f'<a href="/customers/{escape(cid)}">{escape(cid)}</a>'
+def build(store: FeatureStore, now: int | None) -> Built:
+    """:func:`api.report.current_report`, and the weekly shares, from one read of the store."""
+    table = Table.of(store.customers())
+    events = all_events(store)
+    report = report_body(build_report(table, now, current_segmenter(store), events))
+    return Built(report, revenue_shares(table, events, report.weeks))
+
+
+def revenue_shares(
+    table: Table, events: Sequence[dict[str, object]], weeks: Sequence[WeekRow]
+) -> list[float]:
+    """The share of all revenue so far that the Insiders at each week's end hold.
+
+    Today's Insiders, with the events after each week's end undone (as
+    :func:`segmenter.report.members_before`), weighed by what each customer has spent up
+    to now: the store keeps totals, not a customer's revenue at a past date. The last
+    week's share is the report's ``revenue_share``.
+    """
+    revenue = dict(zip(table.ids.tolist(), table.revenue.tolist(), strict=True))
+    total = sum(revenue.values())
+    members = set(table.ids[table.insider].tolist())
+    held = sum(revenue[c] for c in members)
+    newest_first = sorted(events, key=event_time, reverse=True)
+    shares: list[float] = []
+    undone = 0
+    for week in reversed(weeks):
+        end = week.start.replace(tzinfo=None) + timedelta(weeks=1)
+        while undone < len(newest_first) and event_time(newest_first[undone]) >= end:
+            event = newest_first[undone]
+            customer = str(event["customer_id"])
+            if event["type"] == EXITED and customer not in members:
+                members.add(customer)
+                held += revenue.get(customer, 0.0)
+            elif event["type"] != EXITED and customer in members:
+                members.discard(customer)
+                held -= revenue.get(customer, 0.0)
+            undone += 1
+        shares.append(held / total if total else 0.0)
+    return shares[::-1]
 
 
 def _bar(share: float, css: str) -> str:
@@ -41,39 +78,100 @@ def _bar(share: float, css: str) -> str:
     return f'<span class="bar {css}" style="width:{width:.2f}rem"></span>'
 
 
-def render(report: Report) -> str:
+def _signed(sign: str, count: int) -> str:
+    """A week's entries or exits: a quiet week is left empty, not "+0"."""
+    return f"{sign}{count:,}" if count else ""
+
+
+def chart(weeks: Sequence[WeekRow], shares: Sequence[float]) -> str:
+    """Insiders at each week's end (bars, left axis) and their share of revenue (line,
+    right axis, 0-100%), as inline SVG: no script, nothing fetched."""
+    if not weeks:
+        return "<p>No weeks of membership yet.</p>"
+    width, height, left, right, top, bottom = 760, 260, 48, 56, 28, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / len(weeks)
+    peak = max(max(w.insiders for w in weeks), 1)
+    base = top + plot_h
+    parts = [
+        f"<svg id='trend' role='img' aria-labelledby='trend-title' viewBox='0 0 {width} {height}' "
+        f"width='100%' style='max-width:{width}px;background:#fff;border:1px solid #d7dbe3'>",
+        "<title id='trend-title'>Insiders at each week's end, and their share of revenue</title>",
+        f"<line x1='{left}' y1='{base}' x2='{width - right}' y2='{base}' stroke='#8a93a6'/>",
+        f"<text x='{left - 6}' y='{top + 4}' text-anchor='end'>{peak:,}</text>",
+        f"<text x='{left - 6}' y='{base}' text-anchor='end'>0</text>",
+        f"<text x='{width - right + 6}' y='{top + 4}'>100%</text>",
+        f"<text x='{width - right + 6}' y='{base}'>0%</text>",
+        f"<text x='{left}' y='16'><tspan fill='#8aa4d6'>■</tspan> Insiders at the week's end"
+        " <tspan fill='#b3261e'>●</tspan> their share of the revenue so far</text>",
+    ]
+    for i, week in enumerate(weeks):
+        x = left + i * step
+        h = plot_h * week.insiders / peak
+        parts += [
+            f"<rect class='week' x='{x + step * 0.15:.1f}' y='{base - h:.1f}' "
+            f"width='{step * 0.7:.1f}' height='{h:.1f}' fill='#8aa4d6'/>",
+            f"<text x='{x + step / 2:.1f}' y='{base - h - 4:.1f}' "
+            f"text-anchor='middle'>{week.insiders:,}</text>",
+            f"<text x='{x + step / 2:.1f}' y='{base + 16}' "
+            f"text-anchor='middle'>{week.start:%d %b}</text>",
+        ]
+    if shares:
+        points = [
+            (left + (i + 0.5) * step, base - plot_h * share) for i, share in enumerate(shares)
+        ]
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        parts.append(f"<polyline points='{line}' fill='none' stroke='#b3261e' stroke-width='2'/>")
+        parts += [f"<circle cx='{x:.1f}' cy='{y:.1f}' r='3' fill='#b3261e'/>" for x, y in points]
+        x, y = points[-1]
+        parts.append(
+            f"<text x='{x:.1f}' y='{y - 8:.1f}' text-anchor='middle' fill='#b3261e'>"
+            f"{percent(shares[-1])}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render(report: Report, shares: Sequence[float] = ()) -> str:
+    """The page; ``shares``: :attr:`Built.shares`, the chart's line (none without)."""
     as_of = report.as_of.strftime("%Y-%m-%d %H:%M") if report.as_of else "no data yet"
     expected = report.expected_revenue
     moves_in = sum(v for k, v in report.movement.items() if k.startswith("insider.entered"))
     moves_out = sum(v for k, v in report.movement.items() if k.startswith("insider.exited"))
     mean_in, mean_rest = report.mean_revenue["Insiders"], report.mean_revenue["rest"]
     peak = max((w.insiders for w in report.weeks), default=0)
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>Insiders: {report.insiders:,} of {report.customers:,} customers</title>",
-        f"<style>{STYLE}</style></head><body>",
+    body = [
         "<h1>Insiders</h1>",
         f"<p class='muted'>As of {escape(as_of)} · model version {report.model_version} · "
         f"reloads every {REFRESH_SECONDS} s · <a href='/report'>JSON</a> · "
         "<a href='/events'>events</a> · <a href='/docs'>API</a></p>",
         "<div class='cards'>",
         f"<div class='card'>How many<b>{report.insiders:,}</b>"
-        f"{report.customer_share:.1%} of {report.customers:,} customers</div>",
-        f"<div class='card'>Share of revenue<b>{report.revenue_share:.1%}</b>"
+        f"{percent(report.customer_share)} of {report.customers:,} customers</div>",
+        f"<div class='card'>Share of revenue<b>{percent(report.revenue_share)}</b>"
         f"of {money(report.revenue)} so far</div>",
         f"<div class='card'>Expected revenue, next {report.horizon_days} days"
         f"<b>{money(expected.get('Insiders'))}</b>"
         f"the rest: {money(expected.get('rest'))}</div>",
         f"<div class='card'>Last 30 days<b>+{moves_in} / −{moves_out}</b>entries / exits</div>",
         "</div>",
+        "<h2 id='actions'>What to do now</h2><div class='cards'>",
+        *(
+            f"<div class='card action'>{escape(a.title)}<b>{a.count:,}</b>{escape(a.why)}<br>"
+            + ", ".join(customer_link(c) for c in a.customer_ids)
+            + (" …" if a.count > len(a.customer_ids) else "")
+            + "</div>"
+            for a in report.actions
+        ),
+        "</div>",
+        "<h2>Insiders over time</h2>",
+        chart(report.weeks, shares),
         "<h2>Who</h2>",
         "<p>The most valuable Insiders (all of them: <a href='/insiders'>/insiders</a>).</p>",
         "<table><tr><th>customer</th><th class='n'>kept (revenue − returns)</th>"
         "<th class='n'>revenue</th></tr>",
         *(
-            f"<tr><td>{_customer(c.customer_id)}</td><td class='n'>{money(c.kept_value)}</td>"
+            f"<tr><td>{customer_link(c.customer_id)}</td><td class='n'>{money(c.kept_value)}</td>"
             f"<td class='n'>{money(c.revenue)}</td></tr>"
             for c in report.top_insiders
         ),
@@ -81,8 +179,8 @@ def render(report: Report) -> str:
         "<h2>What characterises them</h2>",
         "<table><tr><th>median</th><th class='n'>Insiders</th><th class='n'>the rest</th></tr>",
         *(
-            f"<tr><td>{escape(t.label)}</td><td class='n'>{figure(t.insiders, t.unit)}</td>"
-            f"<td class='n'>{figure(t.rest, t.unit)}</td></tr>"
+            f"<tr><td>{escape(t.label)}</td><td class='n'>{_trait(t.name, t.insiders, t.unit)}"
+            f"</td><td class='n'>{_trait(t.name, t.rest, t.unit)}</td></tr>"
             for t in report.traits
         ),
         "</table>",
@@ -94,9 +192,9 @@ def render(report: Report) -> str:
         "<table><tr><th>week of</th><th class='n'>entries</th><th class='n'>exits</th>"
         "<th>Insiders at the end</th></tr>",
         *(
-            f"<tr><td>{w.start:%Y-%m-%d}</td><td class='n'>+{w.entries:,}</td>"
-            f"<td class='n'>−{w.exits:,}</td><td>{_bar(w.insiders / peak if peak else 0.0, 'r')} "
-            f"{w.insiders:,}</td></tr>"
+            f"<tr><td>{w.start:%Y-%m-%d}</td><td class='n'>{_signed('+', w.entries)}</td>"
+            f"<td class='n'>{_signed('−', w.exits)}</td>"
+            f"<td>{_bar(w.insiders / peak if peak else 0.0, 'r')} {w.insiders:,}</td></tr>"
             for w in report.weeks
         ),
         "</table>",
@@ -109,8 +207,8 @@ def render(report: Report) -> str:
         *(
             f"<tr><td>{s.segment if s.segment is not None else 'not yet assessed'}</td>"
             f"<td class='n'>{s.customers:,}</td><td class='n'>{s.insiders:,}</td>"
-            f"<td>{_bar(s.customer_share, 'c')} {s.customer_share:.1%}<br>"
-            f"{_bar(s.revenue_share, 'r')} {s.revenue_share:.1%}</td>"
+            f"<td>{_bar(s.customer_share, 'c')} {percent(s.customer_share)}<br>"
+            f"{_bar(s.revenue_share, 'r')} {percent(s.revenue_share)}</td>"
             f"<td class='n'>{money(s.median_revenue)}</td>"
             f"<td class='n'>{money(s.expected_revenue)}</td></tr>"
             for s in report.segments
@@ -129,14 +227,11 @@ def render(report: Report) -> str:
         "<p class='muted'>Out of time, on the full Online Retail file, "
         "<code>insiders evaluate</code> measures the Insiders at a cut against the revenue "
         "that follows it.</p>",
-        "<h2>Actions</h2><div class='cards'>",
-        *(
-            f"<div class='card'>{escape(a.title)}<b>{a.count:,}</b>{escape(a.why)}<br>"
-            + ", ".join(_customer(c) for c in a.customer_ids)
-            + (" …" if a.count > len(a.customer_ids) else "")
-            + "</div>"
-            for a in report.actions
-        ),
-        "</div></body></html>",
     ]
-    return "\n".join(parts)
+    title = f"Insiders: {report.insiders:,} of {report.customers:,} customers"
+    return document(title, body, refresh=REFRESH_SECONDS)
+
+
+def _trait(name: str, value: float | None, unit: str) -> str:
+    """A ratio (``returned_share``) as a percentage, anything else as :func:`figure` has it."""
+    return percent(value) if name.endswith("_share") else figure(value, unit)

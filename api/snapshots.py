@@ -10,7 +10,8 @@ first request, before any snapshot exists, waits for one. Builds start at most e
 time does not keep a core busy.
 
 The snapshot holds the JSON body and, once asked for, the dashboard's HTML: serving either
-costs what it returns.
+costs what it returns. A build is :func:`api.dashboard.build`: the report, and the weekly
+revenue shares only the dashboard's chart shows.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from consumer.ports import FeatureStore
 log = logging.getLogger("insiders.api")
 
 Version = tuple[int, int]
-Build = Callable[[], Report]
+Build = Callable[[], dashboard.Built]
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Snapshot:
     version: Version
     report: Report
     body: bytes  # the report as JSON
+    shares: list[float]  # the dashboard's chart: dashboard.Built.shares
     built_at: float  # wall time the build ended
     seconds: float  # how long it took
     _html: str | None = field(default=None, repr=False)
@@ -45,7 +47,7 @@ class Snapshot:
     def html(self) -> str:
         # Rendered once per snapshot, by the first request that asks (a race renders twice).
         if self._html is None:
-            self._html = dashboard.render(self.report)
+            self._html = dashboard.render(self.report, self.shares)
         return self._html
 
     def age(self) -> float:
@@ -59,9 +61,8 @@ class ReportSnapshots:
     so it goes stale with time alone, every ``refresh`` seconds.
 
     >>> from consumer.memory import MemoryFeatureStore
-    >>> from api.report import current_report
     >>> store = MemoryFeatureStore()
-    >>> snapshots = ReportSnapshots(store, lambda: current_report(store, None))
+    >>> snapshots = ReportSnapshots(store, lambda: dashboard.build(store, None))
     >>> first = snapshots.latest()  # the first request waits for the first build
     >>> first.report.customers, snapshots.latest() is first  # nothing changed
     (0, True)
@@ -164,11 +165,13 @@ class ReportSnapshots:
         started = time.monotonic()
         # The version is read before the build: a change during it leaves the snapshot
         # marked older than what it may already hold, so the next request rebuilds.
-        report = self.build()
+        built = self.build()
+        report = built.report
         return Snapshot(
             version=version,
             report=report,
             body=report.model_dump_json().encode(),
+            shares=built.shares,
             built_at=time.time(),
             seconds=time.monotonic() - started,
         )

@@ -172,6 +172,11 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     # Unique per process start: a restarted container with the same host name and pid
     # is still another owner.
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    metrics = None
+    if settings.metrics_port:
+        from consumer.metrics import ConsumerMetrics
+
+        metrics = ConsumerMetrics()
     service = ConsumerService(
         store,
         lambda: build_pipeline(store, sink, settings),
@@ -180,9 +185,13 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         settings.writer_wait,
         settings.outage_seconds,
         stopper.requested,
+        metrics,
     )
     stopper.on_force(service.release)
+    server = None
     try:
+        if metrics is not None and settings.metrics_port:
+            server = metrics.serve(settings.metrics_port)  # a port in use: one line, here
         service.claim()
         if stopper.requested.is_set():
             return 0
@@ -208,6 +217,8 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
             bar.close()
             source.close()
     finally:
+        if server is not None:
+            server.close()
         service.release()
         sink.close()
     log_summary(stats, time.perf_counter() - started, store)
@@ -343,9 +354,45 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         f"{len(insiders):,} Insiders ({len(insiders) / max(len(customers), 1):.1%} of customers) "
         f"holding {share:.1%} of revenue"
     )
-    serve(create_app(store), host, args.port, log_level="warning", hint=True)
+    app = create_app(store)
+    stop_webhooks = start_webhooks(app, store)
+    try:
+        serve(app, host, args.port, log_level="warning", hint=True)
+    finally:
+        stop_webhooks()
     print("stopped")
     return 0
+
+
+def start_webhooks(app: Any, store: Any) -> Callable[[], None]:
+    """The demo's webhook worker, a thread sharing the app's in-memory subscriptions; returns
+    what stops it."""
+    from consumer.settings import WebhookSettings
+    from consumer.subscriptions import MemorySubscriptionStore
+    from consumer.webhooks import WebhookWorker
+
+    hooks = WebhookSettings()
+    app.state.subscriptions = subscriptions = MemorySubscriptionStore(store)
+    worker = WebhookWorker(
+        subscriptions,
+        store,
+        hooks.retry(),
+        hooks.webhook_timeout,
+        hooks.webhook_poll,
+        hooks.webhook_concurrency,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="webhooks", daemon=True)
+    thread.start()
+
+    def stopped() -> None:
+        stop.set()
+        thread.join(GRACE_JOIN)
+
+    return stopped
+
+
+GRACE_JOIN = 3.0  # seconds the demo waits for deliveries in hand when it stops
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: ConsumerSettings) -> int:
@@ -466,6 +513,31 @@ def cmd_api(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace, settings: ConsumerSettings) -> int:
+    from consumer.redis_store import RedisFeatureStore
+    from consumer.settings import WebhookSettings
+    from consumer.subscriptions import RedisSubscriptionStore
+    from consumer.webhooks import WebhookWorker
+
+    hooks = WebhookSettings()
+    if args.redis_url:
+        hooks.redis_url = args.redis_url
+    store = RedisFeatureStore.from_url(hooks.redis_url, hooks.redis_prefix)
+    stopper: Stopper = args.stopper
+    stop = threading.Event()
+    stopper.on_stop(stop.set)  # finish the deliveries in hand, then stop
+    worker = WebhookWorker(
+        RedisSubscriptionStore(store.client, store.prefix),
+        store,
+        hooks.retry(),
+        hooks.webhook_timeout,
+        hooks.webhook_poll,
+        hooks.webhook_concurrency,
+    )
+    worker.run(stop)
+    return 0
+
+
 def _date(text: str) -> datetime:
     try:
         return datetime.fromisoformat(text)
@@ -519,6 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on when the topic no longer holds the records after the state's last offset "
         "(removed by retention); without it the consumer refuses to start",
     )
+    p.add_argument(
+        "--metrics-port",
+        metavar="[HOST:]PORT",
+        help="serve the consumer's metrics for Prometheus at http://HOST:PORT/metrics: lag per "
+        "partition, lines read and applied, block latency, dead letters by reason, last commit "
+        "time. HOST defaults to 127.0.0.1 (0.0.0.0: every interface); port 0 takes a free one. "
+        "Default: off (INSIDERS_METRICS_PORT)",
+    )
     connection_flags(p)
     p.set_defaults(func=cmd_consume)
 
@@ -534,6 +614,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connection_flags(p, kafka=False)
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser(
+        "webhooks",
+        help="deliver Insider entries and exits to webhook subscriptions (a worker)",
+        description="Deliver every Insider entry and exit to every webhook subscription "
+        "(POST /subscriptions on the API, with an admin key), one signed POST per event "
+        "(Standard Webhooks: webhook-id is the event id; verify with the standardwebhooks "
+        "library and the subscription's secret). Delivery is at least once, in order: an "
+        "event is sent again until the receiver answers 2xx, after 2 s, 4 s, 8 s, ... up to "
+        "an hour between tries, each jittered. A subscription still failing 24 hours after "
+        "its first failure is parked: it keeps its place, gets nothing more, and shows as "
+        "parked in GET /subscriptions/{id} until POST /subscriptions/{id}/resume. "
+        "SIGINT or SIGTERM finishes the deliveries in hand and stops; an event whose "
+        "delivery was cut short is sent again at the next start.",
+        epilog="Settings: INSIDERS_REDIS_URL, INSIDERS_REDIS_PREFIX, INSIDERS_WEBHOOK_TIMEOUT "
+        "(10 s), INSIDERS_WEBHOOK_BACKOFF (2 s, the first wait), INSIDERS_WEBHOOK_BACKOFF_MAX "
+        "(3600 s), INSIDERS_WEBHOOK_RETRY_FOR (86400 s, then parked), INSIDERS_WEBHOOK_POLL "
+        "(1 s between looks for new events), INSIDERS_WEBHOOK_CONCURRENCY (8 subscriptions "
+        "at once).",
+    )
+    connection_flags(p, kafka=False)
+    p.set_defaults(func=cmd_webhooks)
 
     p = sub.add_parser("export", help="write every customer's features and segment to a file")
     p.add_argument("--out", help="output path (default insiders.csv or insiders.parquet)")
@@ -622,6 +724,7 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
         "group": getattr(args, "group", None),
         "block_size": getattr(args, "block_size", None),
         "clock": getattr(args, "clock", None),
+        "metrics_port": getattr(args, "metrics_port", None),
     }
     return ConsumerSettings(**{k: v for k, v in overrides.items() if v is not None})
 

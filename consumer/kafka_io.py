@@ -442,6 +442,8 @@ class KafkaInvoiceSource:
         self.start_offset = start_offset
         self.accept_gap = accept_gap
         self.buffers: dict[TopicPartition, list[SourceRecord]] = {}
+        # Each partition's next offset to apply: its start, then after each block committed.
+        self._applied_to: dict[TopicPartition, int] = {}
         self.stopping = False
         self._commit_failed = False
         self._looked_for_partitions = 0.0
@@ -503,6 +505,7 @@ class KafkaInvoiceSource:
                 start = first
             self.consumer.seek(tp, start)
             self.buffers.pop(tp, None)
+            self._applied_to[tp] = start
 
     def rewind(self) -> None:
         """Drop what was read but not applied, and seek again to where the store is now."""
@@ -599,6 +602,7 @@ class KafkaInvoiceSource:
             return
         last = block[-1]
         tp = TopicPartition(last.topic, last.partition)
+        self._applied_to[tp] = last.offset + 1
         try:
             self.consumer.commit({tp: OffsetAndMetadata(last.offset + 1, "", -1)})
         except KafkaError as exc:
@@ -607,6 +611,17 @@ class KafkaInvoiceSource:
             self._commit_failed = True
         else:
             self._commit_failed = False
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records of each partition not applied yet: its end offset as of the latest fetch,
+        minus the offset after the last block committed. Asks the broker nothing; a partition
+        not fetched yet is left out. Call it from the thread that reads."""
+        lag = {}
+        for tp, applied_to in self._applied_to.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                lag[(tp.topic, tp.partition)] = max(high - applied_to, 0)
+        return lag
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)

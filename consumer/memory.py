@@ -113,6 +113,9 @@ class MemoryFeatureStore:
     invoice_days: dict[str, dict[str, int]] = field(default_factory=dict)
     cutoff: int | None = None  # the highest cutoff day used: it never moves back
     outbox_start: int = 0  # events trimmed from the outbox's front
+    # Readers' holds on the outbox (EVENT_HOLDS): webhook subscriptions, in this process
+    # only (a snapshot does not keep them).
+    holds: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     # The largest running total of any customer (None: not yet computed), for the 64-bit check.
     _largest: int | None = field(default=None, repr=False, compare=False)
     _revision: int = field(default=0, repr=False, compare=False)
@@ -382,8 +385,11 @@ class MemoryFeatureStore:
         self.published = int(cursor)
         keep = self.retention.events_keep
         everything = self.published == self.outbox_start + len(self.outbox)
-        if everything and 0 < keep < len(self.outbox):
-            dropped = len(self.outbox) - keep
+        dropped = len(self.outbox) - keep if everything and keep > 0 else 0
+        if self.holds:  # never past the event after a hold's cursor ("": everything is held)
+            floor = min(int(held or 0) for held in self.holds.values())
+            dropped = min(dropped, floor - self.outbox_start)
+        if dropped > 0:
             del self.outbox[:dropped]
             self.outbox_start += dropped
             self._revision += 1

@@ -35,6 +35,12 @@ SUM_LIMIT = 9 * 10**18
 
 SECONDS_PER_DAY = 86_400
 
+# Readers of the outbox other than the event sink (webhook subscriptions, see
+# consumer/subscriptions.py) hold the events they have not yet been sent: a hash (a dict in
+# memory) of name -> the cursor of the last event sent to that reader ("": none yet). The
+# outbox's trim never removes an event after a hold.
+EVENT_HOLDS = "events:holds"
+
 
 @dataclass(frozen=True, slots=True)
 class Retention:
@@ -253,7 +259,8 @@ class FeatureStore(Protocol):
         """Record that every event up to ``cursor`` reached the event sink.
 
         When every event has, the outbox is trimmed to about ``Retention.events_keep``;
-        an event not yet published is never trimmed.
+        an event not yet published is never trimmed, nor one after a hold (see
+        :data:`EVENT_HOLDS`): the outbox then keeps more until the holder has been sent it.
         """
         ...
 

@@ -9,7 +9,9 @@ latest day), ``seen:<n>`` applied event ids (bucket n = crc32 of the id modulo
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
 ``insiders`` Insiders by entry time, ``events`` the event stream (outbox for Kafka),
-``events:published`` the outbox's published cursor, ``h:<id>`` a customer's last events,
+``events:published`` the outbox's published cursor, ``events:holds`` readers' holds on
+the outbox (webhook subscriptions' cursors, see ``consumer/subscriptions.py``, which also
+keeps ``subscriptions`` and ``subscription:<id>``), ``h:<id>`` a customer's last events,
 ``event_counts`` events by type and reason, ``revision`` the count of visible writes,
 ``model`` the segmenter's checkpoint (model, sweep clock, policy),
 ``writer`` the consumer that owns them (``<owner id>#<fencing token>``, with a TTL),
@@ -37,6 +39,7 @@ import redis
 
 from consumer.ports import (
     DEFAULT_RETENTION,
+    EVENT_HOLDS,
     ApplyResult,
     Customer,
     EventPage,
@@ -69,6 +72,8 @@ SEEN_BUCKETS = 8192
 # thus takes about (buckets + customers) / PRUNE_PER_LINE lines of input.
 PRUNE_BASE = 128
 PRUNE_PER_LINE = 1.0
+# Entries one trim of the outbox removes at most (Redis's default for `XTRIM ... ~`).
+TRIM_LIMIT = 10_000
 
 
 def masked(url: str) -> str:
@@ -114,6 +119,12 @@ def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
 def _str(value: Any) -> str:
     """Redis answers bytes (the client does not decode: values are not all text)."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    """A stream id (``<ms>-<seq>``) as numbers, for ordering; "" comes first."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
 def _int(value: Any) -> int | None:
@@ -397,21 +408,49 @@ class RedisFeatureStore:
         # only writer, and its writes are fenced: nothing is appended between the look and
         # the transaction. `~` trims whole stream nodes only, and by Redis's default limit at
         # most 100 nodes' worth of entries a call (10,000), so a lowered keep catches up.
+        # Readers' holds (active webhook subscriptions) stop the trim at the oldest cursor.
         trim = False
+        below: str | None = None  # with holds: trim the entries below this id only
         if keep > 0:
             pipe = self.client.pipeline(transaction=False)
             pipe.xlen(events)
             pipe.xrevrange(events, count=1)
-            length, newest = pipe.execute()
+            pipe.hvals(self._key(EVENT_HOLDS))
+            length, newest, holds = pipe.execute()
             trim = length > keep and bool(newest) and _str(newest[0][0]) == cursor
+            if trim and holds:
+                below = self._trim_below(length - keep, [_str(h) for h in holds])
+                trim = below != "0-0"
 
         def build(pipe: Any) -> None:
             pipe.set(self._key("events:published"), cursor)
-            if trim:
+            if trim and below is None:
                 pipe.xtrim(events, maxlen=keep, approximate=True)
+            elif trim:
+                pipe.xtrim(events, minid=below, approximate=True, limit=TRIM_LIMIT)
+            if trim:
                 pipe.incr(self._key("revision"))
 
         self._transaction(build)
+
+    # The id of the entry at index ARGV[1] (0-based), or of the last one if fewer.
+    _NTH_ID = (
+        "local r = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1] + 1) "
+        "if #r == 0 then return '0-0' end return r[#r][1]"
+    )
+
+    def _trim_below(self, excess: int, holds: list[str]) -> str:
+        """Where a trim that respects readers' holds stops: it removes the entries below the
+        returned id. That is the first entry a MAXLEN trim would keep (it removes at most
+        ``excess``, and at most TRIM_LIMIT a call), or the oldest hold's cursor if that comes
+        first: the event at a cursor was sent, the ones after it are kept."""
+        held = min(holds, key=stream_order)  # "": the holder has been sent nothing yet
+        if not held:
+            return "0-0"
+        first_kept = _str(
+            self.client.eval(self._NTH_ID, 1, self._key("events"), min(excess, TRIM_LIMIT))
+        )
+        return min(first_kept, held, key=stream_order)
 
     # The writer lock and its lease: the model has one writer per prefix (docs/reliability.md).
     _IF_OWNER = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -24,6 +25,9 @@ from consumer.pipeline import Pipeline, PipelineStats
 from consumer.ports import RewindableSource
 from consumer.redis_store import RedisFeatureStore
 from segmenter.errors import InsidersError, ServiceUnavailable, StoreDiverged
+
+if TYPE_CHECKING:  # prometheus_client is loaded only when metrics are served
+    from consumer.metrics import ConsumerMetrics
 
 log = logging.getLogger("insiders")
 
@@ -62,7 +66,11 @@ class Heartbeat:
 
 
 class ConsumerService:
-    """Runs one consumer process over a Redis store until the source ends or a stop."""
+    """Runs one consumer process over a Redis store until the source ends or a stop.
+
+    With ``metrics``, the run loop reports its counts, each partition's lag and each
+    block's duration to them after every block.
+    """
 
     def __init__(
         self,
@@ -73,6 +81,7 @@ class ConsumerService:
         wait: float,
         outage_seconds: float,
         stop: threading.Event,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self.store = store
         self.make_pipeline = make_pipeline
@@ -81,6 +90,7 @@ class ConsumerService:
         self.wait = wait
         self.outage_seconds = outage_seconds
         self.stop = stop
+        self.metrics = metrics
         self.stats = PipelineStats()
         self.recoveries = 0
 
@@ -148,12 +158,26 @@ class ConsumerService:
         pipeline = self.make_pipeline()
         try:
             for block in source.blocks():
+                started = time.perf_counter()
                 pipeline.process(block)
                 source.commit(block)
+                if self.metrics is not None:
+                    seconds = time.perf_counter() - started
+                    self._report(self.metrics, len(block), seconds, pipeline, source)
                 if on_block is not None:
                     on_block(len(block))
         finally:
             self.stats.absorb(pipeline.stats)
+
+    def _report(
+        self, metrics: ConsumerMetrics, lines: int, seconds: float, pipeline: Pipeline, source: Any
+    ) -> None:
+        """Hand ``metrics`` this run's totals so far and the source's lag (Kafka's)."""
+        totals = PipelineStats()
+        totals.absorb(self.stats)  # the pipelines before a recovery
+        totals.absorb(pipeline.stats)
+        lag = source.lag() if hasattr(source, "lag") else {}
+        metrics.block_done(lines, seconds, totals, self.recoveries, lag)
 
     def _wait_for_redis(self, error: Exception) -> None:
         """Wait, with backoff, until Redis answers; a one-line error after the budget."""

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:  # kafka-python is imported by the commands that talk to Kafka only
     from consumer.kafka_io import KafkaConnection
     from consumer.ports import Retention
+    from consumer.webhooks import RetryPolicy
 
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -153,6 +154,9 @@ class ConsumerSettings(ConnectionSettings):
     writer_wait: float = Field(default=15.0, ge=0)
     # How long the consumer waits for Redis or Kafka to answer again before it stops.
     outage_seconds: float = Field(default=60.0, gt=0)
+    # `insiders consume` serves its metrics for Prometheus at http://HOST:PORT/metrics when
+    # set: "PORT" (on 127.0.0.1) or "HOST:PORT", e.g. "0.0.0.0:9108" in a container.
+    metrics_port: str | None = None
     # Insider policy (see segmenter.policy). The group holds target_share of the customers
     # (within ±share_band at each daily sweep); 0 turns that off, and the fixed margins
     # (fractions of the way to a centre) decide alone.
@@ -169,3 +173,24 @@ class ConsumerSettings(ConnectionSettings):
         from consumer.ports import Retention
 
         return Retention(self.dedupe_days, self.events_keep, self.history_keep)
+
+
+class WebhookSettings(ConnectionSettings):
+    """``insiders webhooks``: delivering events to webhook subscriptions (``INSIDERS_WEBHOOK_*``).
+
+    A failed delivery is retried after ``webhook_backoff`` s, doubling up to
+    ``webhook_backoff_max`` s, each wait jittered between half and all of it. A subscription
+    still failing ``webhook_retry_for`` s after its first failure is parked.
+    """
+
+    webhook_timeout: float = Field(default=10.0, gt=0)  # to connect, and for each read
+    webhook_backoff: float = Field(default=2.0, gt=0)
+    webhook_backoff_max: float = Field(default=3600.0, gt=0)
+    webhook_retry_for: float = Field(default=86_400.0, gt=0)
+    webhook_poll: float = Field(default=1.0, gt=0)  # seconds between looks for new events
+    webhook_concurrency: int = Field(default=8, ge=1)  # subscriptions delivered to at once
+
+    def retry(self) -> RetryPolicy:
+        from consumer.webhooks import RetryPolicy
+
+        return RetryPolicy(self.webhook_backoff, self.webhook_backoff_max, self.webhook_retry_for)

@@ -84,7 +84,7 @@ def test_dashboard_is_one_page_showing_the_report(client):
     for action in body["actions"]:
         assert action["title"] in page
     for customer in body["top_insiders"]:
-        assert f'href="/customers/{customer["customer_id"]}"' in page
+        assert f'href="/dashboard/customers/{customer["customer_id"]}"' in page
     assert len(body["weeks"]) == 12
     for week in body["weeks"]:
         assert f"<td>{week['start'][:10]}</td>" in page
