@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from consumer.applied_ids import AppliedIds
 from consumer.ports import (
     DEFAULT_RETENTION,
     SECONDS_PER_DAY,
@@ -46,7 +47,8 @@ SNAPSHOT_FORMAT = "insiders.snapshot"
 # day, the cutoff, and the histories and event counts (the outbox no longer holds every
 # event, so they cannot be rebuilt from it). Version 1 is still read: its ids and invoices
 # are stamped with the watermark's day, which no line of theirs is later than.
-SNAPSHOT_VERSION = 2
+# Version 3 keeps applied ids as 128-bit hashes (32 hex digits, see consumer/applied_ids.py).
+SNAPSHOT_VERSION = 3
 _SNAPSHOT_FIELDS_V1 = (
     "format",
     "version",
@@ -98,7 +100,7 @@ class MemoryFeatureStore:
     states: dict[str, CustomerState] = field(default_factory=dict)
     statuses: dict[str, InsiderStatus] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)  # event id -> day * 2^32 + fingerprint
+    seen: AppliedIds = field(default_factory=AppliedIds)  # id -> day * 2^32 + fingerprint
     ignored: dict[str, int] = field(default_factory=dict)
     outbox: list[dict[str, object]] = field(default_factory=list)
     published: int = 0  # events published, counted from the first ever (as cursors are)
@@ -121,21 +123,18 @@ class MemoryFeatureStore:
     _revision: int = field(default=0, repr=False, compare=False)
     # Customers with a purchase (None: not yet counted); a customer never loses their lines.
     _buyers: int | None = field(default=None, repr=False, compare=False)
-    # What each day holds: event ids, and (customer, invoice) pairs; and a heap of those days.
-    _by_day: dict[int, list[str | tuple[str, str]]] = field(
+    # The (customer, invoice) pairs each day holds; and a heap of those days.
+    _by_day: dict[int, list[tuple[str, str]]] = field(
         default_factory=dict, repr=False, compare=False
     )
     _days: list[int] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Index what the store was given by day. Ids and invoices without a day (state of
+        """Index the invoices the store was given by day. Invoices without a day (state of
         an older snapshot) get the watermark's day: no line of theirs is later than that."""
         stamp = None if self.last_ts is None else self.last_ts // SECONDS_PER_DAY
-        for event_id, value in self.seen.items():
-            if value <= _FINGERPRINT and stamp is not None:
-                value = self.seen[event_id] = (stamp << 32) | value
-            if value > _FINGERPRINT:
-                self._remember(value >> 32, event_id)
+        if self.cutoff is not None:
+            self.seen.forget_before(self.cutoff)
         for cid, state in self.states.items():
             if not state.invoice_nos:
                 continue
@@ -146,7 +145,7 @@ class MemoryFeatureStore:
             for invoice, day in days.items():
                 self._remember(day, (cid, invoice))
 
-    def _remember(self, day: int, entry: str | tuple[str, str]) -> None:
+    def _remember(self, day: int, entry: tuple[str, str]) -> None:
         held = self._by_day.get(day)
         if held is None:
             held = self._by_day[day] = []
@@ -155,13 +154,10 @@ class MemoryFeatureStore:
 
     def _forget_before(self, cut: int) -> None:
         """Drop the ids and invoices dated before day ``cut``."""
+        self.seen.forget_before(cut)
         while self._days and self._days[0] < cut:
             day = heapq.heappop(self._days)
-            for entry in self._by_day.pop(day):
-                if isinstance(entry, str):
-                    self.seen.pop(entry, None)
-                    continue
-                cid, invoice = entry
+            for cid, invoice in self._by_day.pop(day):
                 days = self.invoice_days.get(cid)
                 if days is None or days.get(invoice) != day:
                     continue  # a later line of the invoice moved it to a later day
@@ -188,6 +184,13 @@ class MemoryFeatureStore:
         within: dict[str, int] = {}
         refused: list[Refusal] = []
         duplicates = stale = 0
+        held_before = dict(
+            zip(
+                (line.event_id for _, line in lines),
+                self.seen.get_many([line.event_id for _, line in lines]),
+                strict=True,
+            )
+        )
         for offset, line in lines:
             if offset <= stored:
                 stale += 1
@@ -199,7 +202,7 @@ class MemoryFeatureStore:
             print_ = fingerprint(line)
             before = within.get(line.event_id)
             if before is None:
-                held = self.seen.get(line.event_id)
+                held = held_before[line.event_id]
                 before = None if held is None else held & _FINGERPRINT
             if before is None:
                 within[line.event_id] = print_
@@ -213,12 +216,14 @@ class MemoryFeatureStore:
         if refused:
             return ApplyResult(refused=tuple(refused))
         # Pass 2: write.
-        seen, states, pending = self.seen, self.states, self.pending_ids
+        states, pending = self.states, self.pending_ids
         watermark = self.last_ts
-        for _, line, print_ in fresh:
+        self.seen.add_many(
+            (line.event_id for _, line, _ in fresh),
+            ((line.invoice_ts // SECONDS_PER_DAY) << 32 | print_ for _, line, print_ in fresh),
+        )
+        for _, line, _ in fresh:
             day = line.invoice_ts // SECONDS_PER_DAY
-            seen[line.event_id] = (day << 32) | print_
-            self._remember(day, line.event_id)
             if watermark is None or line.invoice_ts > watermark:
                 watermark = line.invoice_ts
             kind, reason = classify(line)
@@ -413,7 +418,7 @@ class MemoryFeatureStore:
             },
             "statuses": {cid: _status_doc(status) for cid, status in self.statuses.items()},
             "offsets": dict(self.offsets),
-            "seen": dict(sorted(self.seen.items())),
+            "seen": dict(sorted(self.seen.hashes())),
             "ignored": dict(self.ignored),
             "outbox": self.outbox,
             "published": self.published,
@@ -436,10 +441,10 @@ class MemoryFeatureStore:
             found = describe(state.get("format")) if isinstance(state, dict) else describe(state)
             raise CheckpointError(f"not an Insiders snapshot (format {found})")
         version = state.get("version")
-        if version not in (1, SNAPSHOT_VERSION) or isinstance(version, bool):
+        if version not in (1, 2, SNAPSHOT_VERSION) or isinstance(version, bool):
             raise CheckpointError(
                 f"Insiders snapshot version {describe(version)}: "
-                f"this release reads version 1 or {SNAPSHOT_VERSION}"
+                f"this release reads versions 1 to {SNAPSHOT_VERSION}"
             )
         old = version == 1
         doc = Fields(state, "", _SNAPSHOT_FIELDS_V1 if old else _SNAPSHOT_FIELDS)
@@ -455,7 +460,7 @@ class MemoryFeatureStore:
                 for cid, value in doc.mapping("statuses").items()
             },
             offsets=doc.counts("offsets"),
-            seen=doc.counts("seen"),
+            seen=_read_seen(doc, old=version != SNAPSHOT_VERSION),
             ignored=doc.counts("ignored"),
             outbox=[_read_event(e, join("outbox", i)) for i, e in enumerate(doc.array("outbox"))],
             published=doc.integer("published"),
@@ -542,6 +547,27 @@ def _customer_doc(state: CustomerState, invoice_days: dict[str, int]) -> dict[st
         # The invoice numbers still kept (to count distinct ones), each with its latest day.
         "invoice_days": {invoice: invoice_days[invoice] for invoice in sorted(invoice_days)},
     }
+
+
+def _read_seen(doc: Fields, old: bool) -> AppliedIds:
+    """The applied ids: by id before version 3 (hashed here), by hash since. Ids without a
+    day (version 1) get the watermark's: no line of theirs is later than that."""
+    last_ts = doc.optional_integer("last_ts", minimum=None)
+    stamp = None if last_ts is None else last_ts // SECONDS_PER_DAY
+    seen = AppliedIds()
+    for key, value in doc.counts("seen").items():
+        if value <= _FINGERPRINT and stamp is not None:
+            value |= stamp << 32
+        if old:
+            seen.add_many([key], [value])
+            continue
+        try:
+            seen.add_hash(key, value)
+        except ValueError:
+            raise CheckpointError(
+                f"{join('seen', key)}: want 32 hex digits (an id's hash), got {describe(key)}"
+            ) from None
+    return seen
 
 
 def _read_customer(value: object, path: str, old: bool) -> tuple[CustomerState, dict[str, int]]:

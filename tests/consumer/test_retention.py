@@ -12,6 +12,7 @@ from consumer.memory import MemoryEventSink, MemoryFeatureStore
 from consumer.pipeline import Pipeline
 from consumer.ports import Retention, SourceRecord
 from consumer.settings import ConsumerSettings
+from segmenter.lines import fingerprint
 from segmenter.model import SegmentModel
 from segmenter.segmentation import Segmenter, StepResult
 from tests.conftest import SAMPLE
@@ -117,7 +118,8 @@ def test_a_version_1_snapshot_is_read_and_its_ids_get_the_watermark_day(tmp_path
         del state[name]
     for doc in state["customers"].values():
         doc["invoice_nos"] = sorted(doc.pop("invoice_days"))
-    state["seen"] = {event_id: value % (1 << 32) for event_id, value in state["seen"].items()}
+    # Version 1 kept each applied id with its content fingerprint only.
+    state["seen"] = {line.event_id: fingerprint(line) for line in lines}
     path = tmp_path / "v1.snapshot"
     path.write_bytes(orjson.dumps(state))
 

@@ -170,7 +170,7 @@ def replayed() -> bytes:
             "insiders.checkpoint",
             "not an Insiders snapshot (format 'insiders.checkpoint')",
         ),
-        ("version", 7, "Insiders snapshot version 7: this release reads version 1"),
+        ("version", 7, "Insiders snapshot version 7: this release reads versions 1 to 3"),
         ("published", 10**9, "published: 1000000000, but the outbox holds"),
         ("seen", {"536365:0": -1}, "seen.536365:0: want an integer >= 0, got -1"),
         ("offsets", {"invoices:0": "12"}, "offsets.invoices:0: want an integer >= 0, got '12'"),

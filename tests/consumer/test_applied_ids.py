@@ -1,0 +1,55 @@
+"""The embedded store's applied ids (hashes in sorted runs) answer as a plain dict of ids does."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from consumer import applied_ids
+from consumer.applied_ids import AppliedIds
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(monkeypatch, seed):
+    # Tiny runs, so that a few thousand ids go through many flushes, merges and compactions.
+    monkeypatch.setattr(applied_ids, "BUFFER", 16)
+    monkeypatch.setattr(applied_ids, "MAX_RUN", 256)
+    rng = random.Random(seed)
+    ids, plain = AppliedIds(), {}  # plain: event id -> value, forgotten ones removed
+    for day in range(1, 120):
+        # About 40 lines a day, some of them repeats of ids seen in the last weeks.
+        batch = [f"{rng.randrange(day * 50, day * 50 + 60)}:{rng.randrange(3)}" for _ in range(40)]
+        batch += rng.sample(sorted(plain), min(5, len(plain)))
+        batch += [f"{rng.randrange(0, day * 50)}:0" for _ in range(5)]  # maybe forgotten
+        assert ids.get_many(batch) == [plain.get(event_id) for event_id in batch]
+        new = list(dict.fromkeys(e for e in batch if e not in plain))
+        values = [(day << 32) | rng.randrange(1 << 32) for _ in new]
+        ids.add_many(new, values)
+        plain.update(zip(new, values, strict=True))
+        if day % 7 == 0:  # the cutoff moves on by weeks, as the watermark does
+            cut = day - 30
+            ids.forget_before(cut)
+            forgotten = sorted(e for e, v in plain.items() if v >> 32 < cut)
+            plain = {e: v for e, v in plain.items() if v >> 32 >= cut}
+            assert ids.get_many(forgotten) == [None] * len(forgotten)
+        held = sorted(plain)  # every day: forgotten copies may linger in runs until compacted
+        assert ids.get_many(held) == [plain[e] for e in held]
+        assert len(ids) == len(plain)
+    assert sorted(ids.values()) == sorted(plain.values())
+    assert len(ids._runs) > 1  # the test went through merges, and they left runs to search
+
+
+def test_hashes_are_read_back_as_written_and_a_bad_one_is_refused():
+    ids = AppliedIds()
+    ids.add_many(["536365:0", "536365:1"], [(15_000 << 32) | 7, (15_001 << 32) | 8])
+    copy = AppliedIds()
+    for hexed, value in ids.hashes():
+        copy.add_hash(hexed, value)
+    assert copy.get_many(["536365:0", "536365:1", "536365:2"]) == [
+        (15_000 << 32) | 7,
+        (15_001 << 32) | 8,
+        None,
+    ]
+    with pytest.raises(ValueError, match="not 32 hex digits"):
+        copy.add_hash(b"536365:0".hex(), 1)
