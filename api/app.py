@@ -7,7 +7,6 @@ Redis and the embedded in-memory store.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
@@ -25,18 +24,18 @@ from fastapi.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AfterValidator
 
 from api import dashboard, metrics, pages
+from api.asyncapi import add_asyncapi
 from api.docs import add_docs
 from api.report import current_segmenter
 from api.schemas import (
     CustomerStatus,
     Driver,
     ErrorBody,
-    Event,
     EventPage,
     Features,
     Health,
@@ -49,6 +48,7 @@ from api.schemas import (
 )
 from api.security import ApiKeys, require_key, require_page_key
 from api.snapshots import ReportSnapshots, Snapshot
+from api.stream import EventTail, follow
 from api.subscriptions import router as subscriptions_router
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
@@ -118,11 +118,6 @@ def read_events(store: FeatureStore, after: str | None, limit: int, loc: tuple[s
         ) from None
 
 
-def event_body(stored: dict[str, Any]) -> bytes:
-    """A stored event as the API serves it (times with their offset), as JSON."""
-    return Event.model_validate(stored).model_dump_json().encode()
-
-
 def get_store(request: Request) -> FeatureStore:
     store: FeatureStore = request.app.state.store
     return store
@@ -160,6 +155,19 @@ LastEventId = Annotated[
     Header(pattern=CURSOR_PATTERN, description="the SSE id a reconnecting client saw last"),
     AfterValidator(valid_cursor),
 ]
+
+
+async def open_stream(
+    store: Store, after: Cursor = None, last_event_id: LastEventId = None
+) -> tuple[str | None, StoredPage]:
+    """Where an event stream starts, and its first page. It is read before the answer
+    starts: a subscriber arriving while the store is down gets the 503, like every route."""
+    start = last_event_id or after
+    loc = ("header", "last-event-id") if last_event_id else ("query", "after")
+    return start, await run_in_threadpool(read_events, store, start, 100, loc)
+
+
+Opening = Annotated[tuple[str | None, StoredPage], Depends(open_stream)]
 
 
 def why_of(segmenter: Segmenter, customer: Customer, now: int) -> Why:
@@ -211,8 +219,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app over ``store``; ``clock`` is "event" (watermark) or "wall".
 
-    ``stream_poll`` is how often the event stream looks for new events, and
-    ``keepalive`` how long it stays silent before it sends a comment line.
+    ``stream_poll``: while the store does not answer, how often an event stream tries it
+    again (new events wake the streams; none polls). ``keepalive``: how long a stream stays
+    silent before it sends a comment line.
     ``store_name`` names the store in 503 answers (e.g. "Redis at redis://host:6379/0",
     its password masked); by default it is the store's backend.
     ``keys``: with any, every route but ``/healthz`` (and the docs) needs one; without, all
@@ -230,6 +239,7 @@ def create_app(
         redoc_url=None,
     )
     add_docs(app)
+    add_asyncapi(app)  # GET /asyncapi.json: the events' document, open like the docs
     app.state.store = store
     app.state.api_keys = keys or ApiKeys()
     # Every route of this router needs a key when keys are set. The dashboard checks its own,
@@ -329,65 +339,22 @@ def create_app(
         page = read_events(store, after, limit, ("query", "after"))
         return EventPage.model_validate({"events": page.events, "next_cursor": page.next_cursor})
 
+    tail = EventTail(store)
+
     @api.get(
         "/events/stream",
         summary="Insider entries and exits as server-sent events, live",
-        response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        response_class=EventSourceResponse,
+        responses=UNAVAILABLE_JSON,  # the 503 (before the stream starts) is JSON
     )
-    async def stream_events(
-        request: Request,
-        store: Store,
-        after: Cursor = None,
-        last_event_id: LastEventId = None,
-    ) -> StreamingResponse:
-        """Every event after the cursor, then new ones as they come. Each carries its
-        cursor as the SSE `id`, so a reconnecting client resumes with `Last-Event-ID`.
-        If the store stops answering mid-stream, the stream stays open and resumes at the
-        same cursor once it answers again."""
-        start = last_event_id or after
-        # Read the first page before answering: a subscriber arriving while the store is
-        # down gets the 503, like every other route.
-        loc = ("header", "last-event-id") if last_event_id else ("query", "after")
-        first = await run_in_threadpool(read_events, store, start, 100, loc)
-
-        async def frames() -> AsyncIterator[bytes]:
-            cursor, quiet, down = start, 0.0, False
-            page: StoredPage | None = first
-            while not stopping.is_set() and not await request.is_disconnected():
-                if page is None:
-                    try:
-                        page = await run_in_threadpool(store.events, cursor, 100)
-                    except redis.RedisError as exc:
-                        if not down:
-                            log.warning("event stream: %s is unavailable (%s); retrying", name, exc)
-                            yield b": store unavailable, retrying\n\n"
-                            down = True
-                if page is not None:
-                    if down:
-                        log.info("event stream: %s answers again", name)
-                        down = False
-                    for event, event_cursor in zip(page.events, page.cursors, strict=True):
-                        yield (
-                            f"id: {event_cursor}\nevent: {event['type']}\ndata: ".encode()
-                            + event_body(event)
-                            + b"\n\n"
-                        )
-                    if page.events:
-                        cursor, quiet, page = page.cursors[-1], 0.0, None
-                        continue
-                page = None
-                if quiet >= keepalive:
-                    yield b": keep-alive\n\n"
-                    quiet = 0.0
-                await asyncio.sleep(stream_poll)
-                quiet += stream_poll
-
-        return StreamingResponse(
-            frames(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+    async def stream_events(store: Store, opening: Opening) -> AsyncIterator[ServerSentEvent]:
+        """Every event after the cursor (`after`, or the `Last-Event-ID` header), then new
+        ones as they come. Each carries its cursor as the SSE `id`, so a reconnecting client
+        resumes with `Last-Event-ID`. If the store stops answering mid-stream, the stream
+        stays open and resumes at the same cursor once it answers again."""
+        start, first = opening
+        async for item in follow(store, tail, start, first, stopping, keepalive, stream_poll, name):
+            yield item
 
     @api.get("/report", response_model=Report, summary="The business report, live")
     def report(snapshots: Snapshots) -> Response:

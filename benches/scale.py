@@ -1,10 +1,11 @@
 """How the service scales with the customer base: synthetic retailers of 10k, 100k and 1M customers.
 
     .venv/bin/python benches/scale.py [--sizes 10000 100000 1000000] [--seed 1] [--work DIR]
-        [--runs 1] [--requests 50] [--keep]
+        [--days D] [--runs 1] [--requests 50] [--keep] [--no-replay | --replay-only]
 
 For each size, on a history written by ``insiders generate`` (cached in ``--work`` as
-``synthetic-<N>-seed<S>.csv.gz``), it measures:
+``synthetic-<N>-seed<S>[-<D>d].csv.gz``; ``--days`` shortens it, the same habits over fewer
+days), it measures:
 
 - ``insiders replay`` (embedded: file source, in-memory store): lines/s as the command
   reports it (the pipeline, from the first block to the last) and for the whole process,
@@ -16,16 +17,18 @@ For each size, on a history written by ``insiders generate`` (cached in ``--work
   prefix's keys (SCAN), divided by the customers, with the bytes by key family;
 - the time of one sweep, the daily ranking of every customer. The consumer does not log
   its duration, so it is timed here, in-process, as the pipeline runs it: read every
-  customer from the Redis prefix (``RedisFeatureStore.customers``), then
-  ``Segmenter.sweep`` on them with the model of the prefix's checkpoint, one day after the
-  watermark (its result is not committed). Median of three, read and rank apart;
+  customer from the Redis prefix (``RedisFeatureStore.customers``), put them on a
+  ``Roster`` (both only at a consumer's first ranking), then ``Segmenter.sweep`` on it with
+  the model of the prefix's checkpoint, one day after the watermark (its result is not
+  committed). Median of three, each part apart;
 - ``insiders api`` on that prefix: ``/report`` and ``/dashboard``, the first request (cold:
   it may wait for the report to be built) apart, then ``--requests`` sequential requests
   (p50, p99); and ``GET /customers/{id}`` of random known ids while four threads fetch
   ``/dashboard`` in a loop (p50, p99), with the API process's peak RSS.
 
-At 100,000 customers (12.5M lines) a size takes about 50 minutes on two cores; at 1,000,000
-the embedded replay's memory (~190 bytes a line) is past this machine's, hence ``--no-replay``.
+At 100,000 customers (12.5M lines) a size takes about 50 minutes on two cores. At 1,000,000
+(125M lines) publish and consume take hours: ``--replay-only`` measures the embedded replay
+alone, and ``--days`` a shorter history of the same habits.
 
 Goals (from the issue): replay and consume lines/s flat within 20% across sizes; ``/report``
 and ``/dashboard`` p99 at most 100 ms at 1M customers; ``/customers/{id}`` p99 at most 50 ms
@@ -180,10 +183,12 @@ def delete_topics(names: list[str], group: str) -> None:
         admin.close()
 
 
-def time_sweep(prefix: str) -> tuple[float, float, int]:
-    """One sweep as the pipeline runs it, timed: (seconds to read every customer, seconds to
-    rank them, customers). Not committed: the prefix is left as the consumer left it."""
+def time_sweep(prefix: str) -> tuple[float, float, float]:
+    """One sweep as the pipeline runs it, timed: seconds to read every customer, to put
+    them on a roster (both only at a consumer's first ranking), and to rank them. Not
+    committed: the prefix is left as the consumer left it."""
     from consumer.redis_store import RedisFeatureStore
+    from segmenter.roster import Roster
     from segmenter.segmentation import Segmenter
 
     store = RedisFeatureStore.from_url(REDIS_URL, prefix)
@@ -194,10 +199,13 @@ def time_sweep(prefix: str) -> tuple[float, float, int]:
     started = time.perf_counter()
     customers = [(c.customer_id, c.state, c.status) for c in store.customers()]
     read = time.perf_counter() - started
+    started = time.perf_counter()
+    roster = Roster.of(customers)
+    filled = time.perf_counter() - started
     segmenter = Segmenter.from_checkpoint(checkpoint)
     started = time.perf_counter()
-    segmenter.sweep(customers, watermark + 86_400)
-    return read, time.perf_counter() - started, len(customers)
+    segmenter.sweep(roster, watermark + 86_400)
+    return read, filled, time.perf_counter() - started
 
 
 @dataclass
@@ -315,11 +323,12 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
 
 
 def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> dict[str, str]:
-    path = args.work / f"synthetic-{size}-seed{args.seed}.csv.gz"
+    days = "" if args.days is None else f"-{args.days}d"
+    path = args.work / f"synthetic-{size}-seed{args.seed}{days}.csv.gz"
     row: dict[str, str] = {}
     if not path.exists():
         log(f"generating {size:,} customers into {path}")
-        written = write_history(path, size, args.seed)
+        written = write_history(path, size, args.seed, days=args.days)
         row["generate lines/s (.csv.gz, level 1)"] = f"{written.lines / written.seconds:,.0f}"
         lines = written.lines
     else:
@@ -350,6 +359,8 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         row["replay lines/s (pipeline)"] = spread([r.reported for r in replays])
         row["replay lines/s (whole process)"] = spread([lines / r.seconds for r in replays])
         row["replay peak RSS MiB"] = spread([r.rss_mib for r in replays])
+    if args.replay_only:
+        return row
     consumes: list[Run] = []
     try:
         for k in range(args.runs):
@@ -378,7 +389,8 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         log(f"{size:,}: timing sweeps")
         sweeps = [time_sweep(prefix) for _ in range(3)]
         row["sweep: read every customer s"] = spread([s[0] for s in sweeps], ",.2f")
-        row["sweep: rank them s"] = spread([s[1] for s in sweeps], ",.2f")
+        row["sweep: put them on a roster s"] = spread([s[1] for s in sweeps], ",.2f")
+        row["sweep: rank them s"] = spread([s[2] for s in sweeps], ",.2f")
         log(f"{size:,}: insiders api")
         api = measure_api(prefix, args.requests, known_ids(client, prefix))
         for route in ("/report", "/dashboard"):
@@ -420,7 +432,19 @@ def main() -> None:
     parser.add_argument(
         "--no-replay",
         action="store_true",
-        help="skip insiders replay (its in-memory state needs ~190 bytes a line: 24 GB at 1M)",
+        help="skip insiders replay (its in-memory state grows with the lines within retention)",
+    )
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only generate and replay: no publish, consume, Redis or API",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=None,
+        metavar="D",
+        help="days of generated history (default: the generator's, 374)",
     )
     parser.add_argument(
         "--seen-buckets",

@@ -522,19 +522,33 @@ def cmd_webhooks(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     hooks = WebhookSettings()
     if args.redis_url:
         hooks.redis_url = args.redis_url
+    if args.webhook_metrics_port:
+        hooks.webhook_metrics_port = args.webhook_metrics_port
     store = RedisFeatureStore.from_url(hooks.redis_url, hooks.redis_prefix)
     stopper: Stopper = args.stopper
     stop = threading.Event()
     stopper.on_stop(stop.set)  # finish the deliveries in hand, then stop
+    subscriptions = RedisSubscriptionStore(store.client, store.prefix)
+    metrics, server = None, None
+    if hooks.webhook_metrics_port:
+        from consumer.webhook_metrics import WebhookMetrics
+
+        metrics = WebhookMetrics(subscriptions)
+        server = metrics.serve(hooks.webhook_metrics_port)  # a port in use: one line, here
     worker = WebhookWorker(
-        RedisSubscriptionStore(store.client, store.prefix),
+        subscriptions,
         store,
         hooks.retry(),
         hooks.webhook_timeout,
         hooks.webhook_poll,
         hooks.webhook_concurrency,
+        metrics=metrics,
     )
-    worker.run(stop)
+    try:
+        worker.run(stop)
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 
@@ -632,7 +646,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(10 s), INSIDERS_WEBHOOK_BACKOFF (2 s, the first wait), INSIDERS_WEBHOOK_BACKOFF_MAX "
         "(3600 s), INSIDERS_WEBHOOK_RETRY_FOR (86400 s, then parked), INSIDERS_WEBHOOK_POLL "
         "(1 s between looks for new events), INSIDERS_WEBHOOK_CONCURRENCY (8 subscriptions "
-        "at once).",
+        "at once), INSIDERS_WEBHOOK_METRICS_PORT (off).",
+    )
+    p.add_argument(
+        "--metrics-port",
+        dest="webhook_metrics_port",
+        metavar="[HOST:]PORT",
+        help="serve the worker's metrics for Prometheus at http://HOST:PORT/metrics: "
+        "deliveries, failures by reason (HTTP status class, timeout, connection), lag per "
+        "subscription, subscriptions parked. HOST defaults to 127.0.0.1 (0.0.0.0: every "
+        "interface); port 0 takes a free one. Default: off (INSIDERS_WEBHOOK_METRICS_PORT)",
     )
     connection_flags(p, kafka=False)
     p.set_defaults(func=cmd_webhooks)

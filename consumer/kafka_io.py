@@ -24,6 +24,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import SecretStr
 
+from consumer.cloud_events import kafka_record, source_of
 from consumer.ports import SourceRecord
 from segmenter.errors import InsidersError, InvalidRecord, ServiceUnavailable
 
@@ -361,6 +362,8 @@ class KafkaEventSink:
 
     A dead letter carries the original key and bytes untouched; the reason and the
     source coordinates travel as headers, so a tool can re-drive it after a fix.
+    An event is a CloudEvent in binary mode: its JSON as the value, the customer id as the
+    key, the attributes as ``ce_`` headers (see :mod:`consumer.cloud_events`).
     ``publish`` and ``flush`` return only once the broker has acknowledged every record.
     """
 
@@ -371,6 +374,7 @@ class KafkaEventSink:
         give_up_after: float = 60.0,
     ) -> None:
         self.events_topic = events_topic
+        self.source = source_of(events_topic)
         self.producer = ConfirmedProducer(bootstrap, give_up_after, linger_ms=5)
 
     def dead_letter(self, record: SourceRecord, error: InvalidRecord) -> None:
@@ -385,9 +389,8 @@ class KafkaEventSink:
 
     def publish(self, events: Sequence[dict[str, Any]]) -> None:
         for event in events:
-            self.producer.send(
-                self.events_topic, str(event["customer_id"]).encode(), orjson.dumps(event)
-            )
+            key, value, headers = kafka_record(event, self.source)
+            self.producer.send(self.events_topic, key, value, headers)
         self.flush()
 
     def flush(self) -> None:

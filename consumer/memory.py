@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import orjson
 from consumer.applied_ids import AppliedIds
 from consumer.ports import (
     DEFAULT_RETENTION,
+    NEWEST,
     SECONDS_PER_DAY,
     SUM_LIMIT,
     ApplyResult,
@@ -128,6 +130,10 @@ class MemoryFeatureStore:
         default_factory=dict, repr=False, compare=False
     )
     _days: list[int] = field(default_factory=list, repr=False, compare=False)
+    # Notified when the outbox grows, for wait_events' readers (the API's event streams).
+    _appended: threading.Condition = field(
+        default_factory=threading.Condition, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         """Index the invoices the store was given by day. Invoices without a day (state of
@@ -326,6 +332,9 @@ class MemoryFeatureStore:
         self.model = model
         self.pending_ids.clear()
         self._revision += 1
+        if result.events:
+            with self._appended:
+                self._appended.notify_all()
 
     def revision(self) -> int:
         return self._revision
@@ -381,6 +390,15 @@ class MemoryFeatureStore:
         page = self.outbox[at : at + limit]
         cursors = tuple(str(start + i) for i in range(1, len(page) + 1))
         return EventPage(page, cursors[-1] if cursors else None, cursors)
+
+    def wait_events(self, after: str | None, limit: int, timeout: float) -> EventPage:
+        newest = after == NEWEST
+        if newest:
+            after = str(self.outbox_start + len(self.outbox))
+        with self._appended:
+            self._appended.wait_for(lambda: bool(self.events(after, 1).events), timeout)
+        page = self.events(after, limit)
+        return EventPage([], after) if newest and not page.events else page
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         events = self.outbox[self.published - self.outbox_start :]

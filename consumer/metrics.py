@@ -4,6 +4,9 @@ The run loop hands over its figures after each block (:meth:`ConsumerMetrics.blo
 the pipeline's counts, the lag of each partition and the block's duration. A scrape, on
 the server's thread, reads the latest of them and never touches Kafka or Redis, whose
 clients belong to the run loop.
+
+:func:`serve` and :class:`MetricsServer` serve any registry: the webhook worker's metrics
+(:mod:`consumer.webhook_metrics`) use them too.
 """
 
 from __future__ import annotations
@@ -96,11 +99,7 @@ class ConsumerMetrics(Collector):
 
     def serve(self, address: str) -> MetricsServer:
         """Serve these metrics at ``address``, ``PORT`` or ``HOST:PORT``, until closed."""
-        try:
-            host, port = listen_address(address)
-        except ValueError as exc:
-            raise InsidersError(f"--metrics-port / INSIDERS_METRICS_PORT: {exc}") from None
-        return MetricsServer(self.registry, host, port)
+        return serve(self.registry, address, "the consumer's metrics", "INSIDERS_METRICS_PORT")
 
     def describe(self) -> list[Metric]:
         return []
@@ -154,26 +153,44 @@ class ConsumerMetrics(Collector):
             )
 
 
+def serve(registry: CollectorRegistry, address: str, what: str, variable: str) -> MetricsServer:
+    """Serve ``registry`` at ``address`` (``PORT`` or ``HOST:PORT``) until closed. A bad
+    address is a one-line error naming the ``--metrics-port`` flag and ``variable``."""
+    try:
+        host, port = listen_address(address)
+    except ValueError as exc:
+        raise InsidersError(f"--metrics-port / {variable}: {exc}") from None
+    return MetricsServer(registry, host, port, what, variable)
+
+
 class MetricsServer:
     """``registry`` over HTTP at ``http://host:port/metrics`` from a thread, until :meth:`close`.
 
-    A port in use, or a host that is not this machine's, is a one-line error. Port 0
-    takes a free one; :attr:`url` says which.
+    A port in use, or a host that is not this machine's, is a one-line error naming
+    ``what`` is served and the ``variable`` that sets the address. Port 0 takes a free
+    one; :attr:`url` says which.
     """
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        what: str = "the consumer's metrics",
+        variable: str = "INSIDERS_METRICS_PORT",
+    ) -> None:
         try:
             server, thread = start_http_server(port, host, registry)
         except OSError as exc:
             raise InsidersError(
-                f"cannot serve the consumer's metrics on {host}:{port} ({exc.strerror or exc}); "
-                "free the port or choose another with --metrics-port or INSIDERS_METRICS_PORT"
+                f"cannot serve {what} on {host}:{port} ({exc.strerror or exc}); "
+                f"free the port or choose another with --metrics-port or {variable}"
             ) from None
         self._server: WSGIServer = server
         self._thread: threading.Thread = thread
         bound = f"[{host}]" if ":" in host else host
         self.url = f"http://{bound}:{server.server_port}/metrics"
-        log.info("serving the consumer's metrics on %s", self.url)
+        log.info("serving %s on %s", what, self.url)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -41,6 +41,9 @@ SECONDS_PER_DAY = 86_400
 # outbox's trim never removes an event after a hold.
 EVENT_HOLDS = "events:holds"
 
+# A cursor for FeatureStore.wait_events: after the newest event there is (as XREAD's "$").
+NEWEST = "$"
+
 
 @dataclass(frozen=True, slots=True)
 class Retention:
@@ -249,6 +252,16 @@ class FeatureStore(Protocol):
         The outbox keeps about ``Retention.events_keep`` published events: a cursor older
         than the oldest one kept reads from the oldest kept.
         """
+        ...
+
+    def wait_events(self, after: str | None, limit: int, timeout: float) -> EventPage:
+        """:meth:`events`, but when none is after ``after``, wait up to ``timeout`` seconds
+        for one to be appended (an empty page: none came). For readers that follow the outbox
+        live (the API's event streams), without polling it.
+
+        ``after`` may also be :data:`NEWEST`: only events appended from now on. An empty page
+        then gives in ``next_cursor`` where it waited from, the cursor to wait after next
+        (None: before the first event), so that a follower misses nothing between waits."""
         ...
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:

@@ -40,6 +40,7 @@ import redis
 from consumer.ports import (
     DEFAULT_RETENTION,
     EVENT_HOLDS,
+    NEWEST,
     ApplyResult,
     Customer,
     EventPage,
@@ -395,6 +396,31 @@ class RedisFeatureStore:
         events = [orjson.loads(fields[b"e"]) for _, fields in entries]
         cursors = tuple(_str(entry_id) for entry_id, _ in entries)
         return EventPage(events, cursors[-1] if cursors else None, cursors)
+
+    def wait_events(self, after: str | None, limit: int, timeout: float) -> EventPage:
+        key = self._key("events")
+        newest = after == NEWEST
+        if newest:  # resolved here, not XREAD's "$": a wait of several blocks misses nothing
+            last: Any = self.client.xrevrange(key, count=1)
+            after = _str(last[0][0]) if last else None
+        # XREAD BLOCK on the client's own connections: each block stays well inside its
+        # socket timeout (the API's is 2 s), so a long wait is a few blocks in a row.
+        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        most = socket_timeout / 2 if socket_timeout else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            block = max(0.001, min(most, deadline - time.monotonic()))
+            found: Any = self.client.xread(
+                {key: after or "0-0"}, count=limit, block=int(block * 1000) or 1
+            )
+            if found or time.monotonic() >= deadline:
+                break
+        if not found:
+            return EventPage([], after if newest else None)
+        entries = found[0][1]
+        events = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        cursors = tuple(_str(entry_id) for entry_id, _ in entries)
+        return EventPage(events, cursors[-1], cursors)
 
     def unpublished_events(self) -> tuple[list[dict[str, object]], str | None]:
         after = self.client.get(self._key("events:published"))

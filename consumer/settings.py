@@ -189,6 +189,8 @@ class WebhookSettings(ConnectionSettings):
     webhook_retry_for: float = Field(default=86_400.0, gt=0)
     webhook_poll: float = Field(default=1.0, gt=0)  # seconds between looks for new events
     webhook_concurrency: int = Field(default=8, ge=1)  # subscriptions delivered to at once
+    # Served for Prometheus at http://HOST:PORT/metrics when set: "PORT" or "HOST:PORT".
+    webhook_metrics_port: str | None = None
 
     def retry(self) -> RetryPolicy:
         from consumer.webhooks import RetryPolicy

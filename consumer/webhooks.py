@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,6 +34,9 @@ from standardwebhooks import Webhook
 
 from consumer.ports import FeatureStore
 from consumer.subscriptions import Attempt, Subscription, SubscriptionStore
+
+if TYPE_CHECKING:
+    from consumer.webhook_metrics import WebhookMetrics
 
 log = logging.getLogger("insiders.webhooks")
 
@@ -149,6 +153,7 @@ class WebhookWorker:
         send: Sender = post,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        metrics: WebhookMetrics | None = None,
     ) -> None:
         self.subscriptions = subscriptions
         self.events = events
@@ -159,6 +164,7 @@ class WebhookWorker:
         self.send = send
         self.clock = clock
         self.rng = rng or random.Random()
+        self.metrics = metrics
 
     def due(self, subscription: Subscription, now: float) -> bool:
         waiting = subscription.next_attempt_at
@@ -225,14 +231,23 @@ class WebhookWorker:
         body = orjson.dumps(event)
         now = self.clock()
         headers = signed(sub.secret, event_id, body, datetime.fromtimestamp(now, UTC))
+        started = time.perf_counter()
         try:
             status, answer = self.send(sub.url, body, headers, self.timeout)
         except (OSError, http.client.HTTPException) as exc:
+            self._count(sub, None, exc, started)
             return Attempt(event_id, now, None, f"{type(exc).__name__}: {exc}")
+        self._count(sub, status, None, started)
         if 200 <= status < 300:
             return Attempt(event_id, now, status)
         text = answer.decode("utf-8", "replace").replace("\n", " ").strip()[:ANSWER_SHOWN]
         return Attempt(event_id, now, status, f"HTTP {status}" + (f": {text}" if text else ""))
+
+    def _count(
+        self, sub: Subscription, status: int | None, error: BaseException | None, started: float
+    ) -> None:
+        if self.metrics is not None:
+            self.metrics.attempted(sub.id, status, error, time.perf_counter() - started)
 
     def _report_failure(self, sub: Subscription) -> None:
         error = sub.last_error

@@ -56,7 +56,7 @@ def test_api_command_serves_redis(redis_store, redis_prefix):
         stats = get(f"{base}/stats", time.monotonic() + 5)
         assert stats["insiders"] == redis_store.insiders(0, 0)[1]
         with urllib.request.urlopen(f"{base}/events/stream", timeout=10) as subscriber:
-            assert subscriber.readline().startswith(b"id: ")
+            assert subscriber.readline().startswith(b"event: insider.")
             proc.send_signal(signal.SIGTERM)
             # The server ends the stream itself, well before uvicorn's 10 s backstop.
             started = time.monotonic()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import create_app
 from consumer.file_source import FileInvoiceSource
 from consumer.memory import MemoryEventSink
 from consumer.pipeline import Pipeline
+from consumer.ports import FeatureStore
 from segmenter.events import EXITED, InsiderEvent, Reason
 from segmenter.segmentation import StepResult
 from tests.api.test_serve import free_port
@@ -23,12 +29,15 @@ from tests.conftest import SAMPLE
 TIMEOUT = httpx.Timeout(10.0)
 
 
-@pytest.fixture
-def base_url(store) -> Iterator[str]:
+def fill(store: FeatureStore) -> None:
     pipeline = Pipeline(store, MemoryEventSink())
     for block in FileInvoiceSource(SAMPLE).blocks():
         pipeline.process(block)
-    app = create_app(store, stream_poll=0.05, keepalive=0.3)
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` on a real uvicorn server, as `insiders api` runs it; yields its base URL."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
     )
@@ -38,10 +47,20 @@ def base_url(store) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{server.config.port}"
-    app.state.stopping.set()
-    server.should_exit = True
-    thread.join(timeout=20)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        app.state.stopping.set()
+        server.should_exit = True
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "the server did not stop with streams open"
+
+
+@pytest.fixture
+def base_url(store) -> Iterator[str]:
+    fill(store)
+    with served(create_app(store, stream_poll=0.05, keepalive=0.3)) as url:
+        yield url
 
 
 def frames(response: httpx.Response) -> Iterator[dict[str, str]]:
@@ -103,3 +122,95 @@ def test_new_events_arrive_live_and_silence_is_kept_alive(base_url, store):
         frame = next(f for f in stream if "data" in f)
     assert orjson.loads(frame["data"]) == new.as_dict()
     assert frame["event"] == "insider.exited"
+
+
+def an_event(store: FeatureStore, customer: str = "12348") -> InsiderEvent:
+    features = store.events(None, 1).events[0]["features"]
+    return InsiderEvent(customer, 99, EXITED, 10**9, Reason("lapsed", "test"), 2, 1, features)
+
+
+class CountingStore:
+    """The store, counting the pages read from it (the API's reads of the outbox)."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self.pages = 0
+
+    def events(self, after: str | None, limit: int) -> Any:
+        self.pages += 1
+        return self.store.events(after, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_quiet_stream_reads_nothing_and_a_new_event_wakes_it_at_once(store):
+    """No polling: with a minute between keep-alives (and between tries), an open stream
+    does not read the outbox again until an event comes, and then gets it within a second."""
+    fill(store)
+    counting = CountingStore(store)
+    app = create_app(counting, stream_poll=60, keepalive=60)  # type: ignore[arg-type]
+    end = store.events(None, 10_000).next_cursor
+    new = an_event(store)
+    with (
+        served(app) as url,
+        httpx.stream("GET", f"{url}/events/stream?after={end}", timeout=TIMEOUT) as response,
+    ):
+        stream = frames(response)
+        time.sleep(0.5)
+        # The first page (before the answer), once more while following the outbox, and
+        # perhaps once more when the tail starts following; then nothing while it is quiet.
+        opened = counting.pages
+        assert 2 <= opened <= 3
+        time.sleep(1.5)
+        assert counting.pages == opened
+        committed = time.monotonic()
+        store.commit_step(StepResult(events=[new]), store.model_checkpoint() or b"")
+        frame = next(f for f in stream if "data" in f)
+        waited = time.monotonic() - committed
+    assert orjson.loads(frame["data"]) == new.as_dict()
+    assert waited < 1.0, f"the event came {waited:.2f} s after its commit"
+    assert counting.pages == opened + 1  # woken once, read once
+
+
+STREAMS = 60  # more than the 40 threads of the pool the routes answer from
+
+
+def test_many_open_streams_take_no_thread_and_every_route_still_answers(store):
+    fill(store)
+    customer = str(store.events(None, 1).events[0]["customer_id"])
+    end = store.events(None, 10_000).next_cursor
+    new = an_event(store)
+    app = create_app(store, stream_poll=0.05, keepalive=30)
+
+    @app.get("/borrowed")  # this test's own: threads of the routes' pool in use, now
+    async def borrowed() -> float:
+        return anyio.to_thread.current_default_thread_limiter().borrowed_tokens
+
+    with served(app) as url:
+        opened = threading.Barrier(STREAMS + 1, timeout=30)
+        got: list[dict[str, str]] = []
+
+        def subscribe() -> None:
+            with httpx.stream("GET", f"{url}/events/stream?after={end}", timeout=TIMEOUT) as r:
+                opened.wait()
+                got.append(next(f for f in frames(r) if "data" in f))
+
+        with ThreadPoolExecutor(STREAMS) as pool:
+            subscribers = [pool.submit(subscribe) for _ in range(STREAMS)]
+            opened.wait()
+            with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+                in_use = client.get("/borrowed").json()
+                answers = []
+                for _ in range(20):
+                    started = time.perf_counter()
+                    response = client.get(f"/customers/{customer}")
+                    answers.append((response.status_code, time.perf_counter() - started))
+            store.commit_step(StepResult(events=[new]), store.model_checkpoint() or b"")
+            for subscriber in subscribers:
+                subscriber.result(timeout=10)
+    assert {status for status, _ in answers} == {200}
+    slowest = max(seconds for _, seconds in answers)
+    assert slowest < 1.0, f"/customers took {slowest:.2f} s with {STREAMS} streams open"
+    assert in_use == 0  # waiting streams hold none of the pool's 40 threads
+    assert [orjson.loads(f["data"]) for f in got] == [new.as_dict()] * STREAMS

@@ -130,8 +130,8 @@ def test_a_pickled_snapshot_is_refused_and_never_runs(tmp_path, packing):
     data = hostile_pickle(marker)
     if packing == "gzip":
         data = gzip.compress(data)
-    elif packing == "pickled store":  # what older releases wrote, with a planted field
-        data = pickle.dumps((1, MemoryFeatureStore(outbox=[{"x": HostileField(marker)}])))
+    elif packing == "pickled store":  # as older releases wrote a store, with a planted field
+        data = pickle.dumps((1, {"outbox": [{"x": HostileField(marker)}]}))
     path = tmp_path / "state.snapshot"
     path.write_bytes(data)
     with pytest.raises(InputFileError) as raised:
