@@ -38,6 +38,8 @@ BUFFER = 1 << 15
 # a few hundred MiB at once; past it, runs are only added (a lookup asks each run).
 MAX_RUN = 1 << 23
 DAY_SHIFT = 32
+# "Not held", where a lookup's values are gathered (no value is this: days are past -2^31).
+ABSENT = np.iinfo(np.int64).min
 
 
 def digest(event_id: str) -> tuple[int, int]:
@@ -51,16 +53,24 @@ class _Run:
 
     __slots__ = ("high", "low", "values")
 
-    def __init__(self, high: np.ndarray, low: np.ndarray, values: np.ndarray) -> None:
-        order = np.argsort(high, kind="stable")
-        self.high, self.low, self.values = high[order], low[order], values[order]
+    def __init__(
+        self, high: np.ndarray, low: np.ndarray, values: np.ndarray, ordered: bool = False
+    ) -> None:
+        if not ordered:
+            order = np.argsort(high, kind="stable")
+            high, low, values = high[order], low[order], values[order]
+        self.high, self.low, self.values = high, low, values
+
+    def kept(self, keep: np.ndarray) -> _Run:
+        """The entries where ``keep`` holds (still in order)."""
+        return _Run(self.high[keep], self.low[keep], self.values[keep], ordered=True)
 
     def __len__(self) -> int:
         return len(self.high)
 
     def find(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
-        """Each query's value, or -1 where this run does not hold it."""
-        found = np.full(len(high), -1, dtype=np.int64)
+        """Each query's value, or ``ABSENT`` where this run does not hold it."""
+        found = np.full(len(high), ABSENT, dtype=np.int64)
         if not len(self.high):
             return found
         at = np.searchsorted(self.high, high)
@@ -95,26 +105,27 @@ class AppliedIds:
     def get_many(self, event_ids: Sequence[str]) -> list[int | None]:
         """Each id's value, or None if it was never applied (or is forgotten)."""
         keys = [digest(event_id) for event_id in event_ids]
-        found = np.full(len(keys), -1, dtype=np.int64)
+        found = np.full(len(keys), ABSENT, dtype=np.int64)
         if self._runs and keys:
             high = np.fromiter((k[0] for k in keys), dtype=np.uint64, count=len(keys))
             low = np.fromiter((k[1] for k in keys), dtype=np.uint64, count=len(keys))
             for run in reversed(self._runs):  # the newest first: a re-applied id's value wins
-                missing = found < 0
+                missing = found == ABSENT
                 if not missing.any():
                     break
                 found[missing] = run.find(high[missing], low[missing])
         out: list[int | None] = []
         for key, value in zip(keys, found.tolist(), strict=True):
             held = self._buffer.get(key, value)
-            out.append(held if held >= 0 and self._live(held) else None)
+            out.append(held if held != ABSENT and self._live(held) else None)
         return out
 
     def _live(self, value: int) -> bool:
         return self._cut is None or value >> DAY_SHIFT >= self._cut
 
     def add_many(self, event_ids: Iterable[str], values: Iterable[int]) -> None:
-        """Record ids never applied before (or forgotten) with their values."""
+        """Record ids not held (never applied, or forgotten) with their values: an invoice
+        day (from -2^31 to 2^31) times 2^32 plus a 32-bit fingerprint."""
         for event_id, value in zip(event_ids, values, strict=True):
             self._add(digest(event_id), value)
 
@@ -164,14 +175,16 @@ class AppliedIds:
             self.compact()
 
     def compact(self) -> None:
-        """Drop the forgotten ids now (one run at a time, to keep the peak of memory low)."""
+        """Drop the forgotten ids now, one run at a time (each replaced as it is filtered, to
+        keep the peak of memory low)."""
         cut = self._cut
         if cut is None:
             return
         self._buffer = {k: v for k, v in self._buffer.items() if v >> DAY_SHIFT >= cut}
         self._per_day = {day: n for day, n in self._per_day.items() if day >= cut}
-        runs = [self._merged([run]) for run in self._runs]
-        self._runs = [run for run in runs if len(run)]
+        for i, run in enumerate(self._runs):
+            self._runs[i] = run.kept((run.values >> DAY_SHIFT) >= cut)
+        self._runs = [run for run in self._runs if len(run)]
 
     def values(self) -> Iterator[int]:
         """Every value held and not forgotten, in no particular order."""

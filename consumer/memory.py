@@ -190,13 +190,8 @@ class MemoryFeatureStore:
         within: dict[str, int] = {}
         refused: list[Refusal] = []
         duplicates = stale = 0
-        held_before = dict(
-            zip(
-                (line.event_id for _, line in lines),
-                self.seen.get_many([line.event_id for _, line in lines]),
-                strict=True,
-            )
-        )
+        asked = [line.event_id for offset, line in lines if offset > stored]
+        held_before = dict(zip(asked, self.seen.get_many(asked), strict=True))
         for offset, line in lines:
             if offset <= stored:
                 stale += 1

@@ -68,20 +68,16 @@ class Roster:
 
     @classmethod
     def of(cls, customers: Iterable[tuple[str, CustomerState, InsiderStatus]]) -> Roster:
-        ids, rows = [], []
+        rows: dict[str, list[int]] = {}  # a customer given twice (a scan may): the last copy
         for customer_id, state, status in customers:
-            ids.append(customer_id)
-            rows.append(
-                [_int(getattr(state, name)) for name in STATE_COLUMNS]
-                + [_int(getattr(status, name)) for name in STATUS_COLUMNS]
-            )
+            rows[customer_id] = [_int(getattr(state, name)) for name in STATE_COLUMNS] + [
+                _int(getattr(status, name)) for name in STATUS_COLUMNS
+            ]
         roster = cls(capacity=len(rows))
         if rows:
-            roster._data[: len(rows)] = np.array(rows, dtype=np.int64)
-        roster.ids = ids
-        roster._rows = {customer_id: row for row, customer_id in enumerate(ids)}
-        if len(roster._rows) < len(ids):
-            raise ValueError("a customer is on the roster twice")
+            roster._data[: len(rows)] = np.array(list(rows.values()), dtype=np.int64)
+        roster.ids = list(rows)
+        roster._rows = {customer_id: row for row, customer_id in enumerate(roster.ids)}
         return roster
 
     def __len__(self) -> int:

@@ -65,7 +65,9 @@ def _best(
     rows: np.ndarray, margins: np.ndarray, name: Callable[[int], str], count: int
 ) -> np.ndarray:
     """The ``count`` of ``rows`` with the highest margins, best first, ties by ``name``;
-    only the rows at or above the cut are sorted one by one."""
+    only the rows at or above the cut are sorted one by one. A row without a margin (NaN)
+    is not ranked."""
+    rows = rows[~np.isnan(margins[rows])]
     if count <= 0 or not len(rows):
         return rows[:0]
     if count < len(rows):
@@ -169,8 +171,9 @@ class Segmenter:
         overdue: the Insiders due (overdue by now) are re-assessed against the fixed edges.
 
         Both are array code over the roster; a customer is decided one by one only when
-        due, or when their membership or segment changes. Only such changes are written
-        (a segment or a membership, not a new model version).
+        due, or when their membership or segment changes. With a target share only such
+        changes are written (a segment or a membership, not a new model version); without
+        one, the overdue Insiders' statuses are written as a step writes them.
         """
         self.swept_at = now_ts
         roster = customers if isinstance(customers, Roster) else Roster.of(customers)
@@ -199,7 +202,8 @@ class Segmenter:
         if self.model.clusterer.ready:
             _, segments = self.model.margins(columns.inputs(now_ts))
             stored = roster.column("segment")[insiders]
-            for j in np.flatnonzero(~due & (segments != stored)).tolist():
+            moved = np.flatnonzero(~due & (segments != stored)).tolist()
+            for j in sorted(moved, key=lambda j: ids[int(insiders[j])]):
                 row = int(insiders[j])
                 status = replace(
                     roster.status(row), segment=int(segments[j]), model_version=self.model.version

@@ -53,3 +53,11 @@ def test_hashes_are_read_back_as_written_and_a_bad_one_is_refused():
     ]
     with pytest.raises(ValueError, match="not 32 hex digits"):
         copy.add_hash(b"536365:0".hex(), 1)
+
+
+def test_ids_dated_before_1970_are_found_too(monkeypatch):
+    monkeypatch.setattr(applied_ids, "BUFFER", 2)  # in runs, not only in the buffer
+    ids = AppliedIds()
+    values = [(-3 << 32) | 5, (-1 << 32) | 0, (2 << 32) | 1]
+    ids.add_many(["a:0", "b:0", "c:0"], values)
+    assert ids.get_many(["a:0", "b:0", "c:0", "d:0"]) == [*values, None]

@@ -27,11 +27,12 @@ from segmenter.policy import (
     lapsed,
 )
 from segmenter.roster import Roster
-from segmenter.segmentation import Segmenter, StepResult
+from segmenter.segmentation import Segmenter, StepResult, _best
 from tests.segmenter.test_batch_twins import NOW, random_customers
 
 DAY = SECONDS_PER_DAY
 Customers = list[tuple[str, CustomerState, InsiderStatus]]
+INSIDER = InsiderStatus(segment=1, insider=True, insider_since=NOW, sequence=1, model_version=3)
 
 
 def rank_one_by_one(segmenter: Segmenter, customers: Customers, now: int) -> StepResult:
@@ -194,3 +195,21 @@ def test_without_a_target_share_the_sweep_takes_out_the_insiders_the_policy_woul
             state.returned_micros = state.revenue_micros * 9 // 10
     # Exits for the margin once overdue ("margin ... below the exit edge"), and for lapsing.
     assert reasons["margin"] and reasons["no"], reasons
+
+
+def test_a_customer_given_twice_is_on_the_roster_once_as_last_given():
+    # A Redis SSCAN may return a member twice: the first ranking must not fail on it.
+    first, second = random_customers(2, seed=4)
+    roster = Roster.of(
+        [("a", first, InsiderStatus()), ("b", second, InsiderStatus()), ("a", second, INSIDER)]
+    )
+    assert roster.ids == ["a", "b"]
+    assert roster.state(0) == replace(second, invoice_nos=set()) and roster.status(0) == INSIDER
+
+
+def test_customers_without_a_margin_are_not_ranked():
+    margins = np.array([0.5, np.nan, 0.9, 0.1, np.nan])
+    names = ["a", "b", "c", "d", "e"]
+    best = _best(np.arange(5), margins, names.__getitem__, 2)
+    assert best.tolist() == [2, 0]  # c, then a: the NaN rows take no place
+    assert _best(np.arange(5), margins, names.__getitem__, 9).tolist() == [2, 0, 3]
