@@ -369,18 +369,10 @@ def start_webhooks(app: Any, store: Any) -> Callable[[], None]:
     what stops it."""
     from consumer.settings import WebhookSettings
     from consumer.subscriptions import MemorySubscriptionStore
-    from consumer.webhooks import WebhookWorker
 
     hooks = WebhookSettings()
     app.state.subscriptions = subscriptions = MemorySubscriptionStore(store)
-    worker = WebhookWorker(
-        subscriptions,
-        store,
-        hooks.retry(),
-        hooks.webhook_timeout,
-        hooks.webhook_poll,
-        hooks.webhook_concurrency,
-    )
+    worker = hooks.worker(subscriptions, store)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="webhooks", daemon=True)
     thread.start()
@@ -517,7 +509,6 @@ def cmd_webhooks(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     from consumer.redis_store import RedisFeatureStore
     from consumer.settings import WebhookSettings
     from consumer.subscriptions import RedisSubscriptionStore
-    from consumer.webhooks import WebhookWorker
 
     hooks = WebhookSettings()
     if args.redis_url:
@@ -535,15 +526,7 @@ def cmd_webhooks(args: argparse.Namespace, settings: ConsumerSettings) -> int:
 
         metrics = WebhookMetrics(subscriptions)
         server = metrics.serve(hooks.webhook_metrics_port)  # a port in use: one line, here
-    worker = WebhookWorker(
-        subscriptions,
-        store,
-        hooks.retry(),
-        hooks.webhook_timeout,
-        hooks.webhook_poll,
-        hooks.webhook_concurrency,
-        metrics=metrics,
-    )
+    worker = hooks.worker(subscriptions, store, metrics)
     try:
         worker.run(stop)
     finally:

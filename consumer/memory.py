@@ -41,6 +41,7 @@ from segmenter.errors import CheckpointError, InputFileError, InvalidRecord
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify, fingerprint
 from segmenter.policy import InsiderStatus
+from segmenter.roster import STATE_COLUMNS
 from segmenter.segmentation import Segmenter, StepResult
 from segmenter.state import Fields, array, describe, join
 
@@ -66,16 +67,7 @@ _SNAPSHOT_FIELDS_V1 = (
     "model",
 )
 _SNAPSHOT_FIELDS = (*_SNAPSHOT_FIELDS_V1, "outbox_start", "histories", "event_counts", "cutoff")
-_SUMS = (
-    "revenue_micros",
-    "invoices",
-    "lines",
-    "units",
-    "returned_micros",
-    "returned_units",
-    "first_ts",
-    "last_ts",
-)
+_SUMS = STATE_COLUMNS  # a customer's running totals, as the roster keeps them
 _CUSTOMER_FIELDS_V1 = (*_SUMS, "invoice_nos")
 _CUSTOMER_FIELDS = (*_SUMS, "invoice_days")
 # An applied id's value: its invoice day * 2^32 + its content fingerprint (as in Redis).

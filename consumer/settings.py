@@ -10,8 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:  # kafka-python is imported by the commands that talk to Kafka only
     from consumer.kafka_io import KafkaConnection
-    from consumer.ports import Retention
-    from consumer.webhooks import RetryPolicy
+    from consumer.ports import FeatureStore, Retention
+    from consumer.subscriptions import SubscriptionStore
+    from consumer.webhook_metrics import WebhookMetrics
+    from consumer.webhooks import RetryPolicy, WebhookWorker
 
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -196,3 +198,22 @@ class WebhookSettings(ConnectionSettings):
         from consumer.webhooks import RetryPolicy
 
         return RetryPolicy(self.webhook_backoff, self.webhook_backoff_max, self.webhook_retry_for)
+
+    def worker(
+        self,
+        subscriptions: SubscriptionStore,
+        events: FeatureStore,
+        metrics: WebhookMetrics | None = None,
+    ) -> WebhookWorker:
+        """The webhook worker these settings describe."""
+        from consumer.webhooks import WebhookWorker
+
+        return WebhookWorker(
+            subscriptions,
+            events,
+            self.retry(),
+            self.webhook_timeout,
+            self.webhook_poll,
+            self.webhook_concurrency,
+            metrics=metrics,
+        )
