@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -72,3 +73,21 @@ def store(request: pytest.FixtureRequest) -> MemoryFeatureStore | RedisFeatureSt
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def sample_events() -> list[dict[str, Any]]:
+    """The events a replay of the shipped sample emits, entries and exits (do not change them:
+    the tests share them)."""
+    from consumer.file_source import FileInvoiceSource
+    from consumer.memory import MemoryEventSink
+    from consumer.pipeline import Pipeline
+    from segmenter.model import SegmentModel
+
+    sink = MemoryEventSink()
+    pipeline = Pipeline(MemoryFeatureStore(), sink, SegmentModel())
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    events = [dict(e) for e in sink.events]
+    assert {e["type"] for e in events} == {"insider.entered", "insider.exited"}
+    return events

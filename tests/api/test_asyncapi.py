@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
-import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -21,24 +20,12 @@ from api.app import create_app
 from api.asyncapi import document, render
 from api.security import ApiKeys
 from consumer.cloud_events import kafka_record, source_of
-from consumer.file_source import FileInvoiceSource
-from consumer.memory import MemoryEventSink, MemoryFeatureStore
-from consumer.pipeline import Pipeline
+from consumer.memory import MemoryFeatureStore
 from consumer.webhooks import signed
-from segmenter.model import SegmentModel
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO
 
 SPEC = Path(__file__).parent / "asyncapi_spec" / "3.0.0.json.gz"
 DOC = document()
-
-
-@pytest.fixture(scope="module")
-def sample_events() -> list[dict[str, Any]]:
-    sink = MemoryEventSink()
-    pipeline = Pipeline(MemoryFeatureStore(), sink, SegmentModel())
-    for block in FileInvoiceSource(SAMPLE).blocks():
-        pipeline.process(block)
-    return [dict(e) for e in sink.events]
 
 
 def resolve(doc: dict[str, Any], ref: str) -> Any:

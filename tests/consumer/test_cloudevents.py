@@ -8,29 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import pytest
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
 from consumer.cloud_events import kafka_record, source_of
-from consumer.file_source import FileInvoiceSource
 from consumer.kafka_io import KafkaEventSink, ensure_topics
-from consumer.memory import MemoryEventSink, MemoryFeatureStore
-from consumer.pipeline import Pipeline
-from segmenter.model import SegmentModel
-from tests.conftest import SAMPLE, unique
+from tests.conftest import unique
 from tests.e2e.kafka_tools import read_topic
-
-
-@pytest.fixture(scope="module")
-def sample_events() -> list[dict[str, Any]]:
-    sink = MemoryEventSink()
-    pipeline = Pipeline(MemoryFeatureStore(), sink, SegmentModel())
-    for block in FileInvoiceSource(SAMPLE).blocks():
-        pipeline.process(block)
-    events = [dict(e) for e in sink.events]
-    assert {e["type"] for e in events} == {"insider.entered", "insider.exited"}
-    return events
 
 
 def read(key: bytes | None, value: bytes, headers: dict[str, bytes]) -> BaseCloudEvent:
