@@ -52,6 +52,7 @@ from api.stream import EventTail, follow
 from api.subscriptions import router as subscriptions_router
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
+from consumer.subscriptions import UnreadableSubscription
 from segmenter.errors import CheckpointError
 from segmenter.explain import explain
 from segmenter.features import features_of, to_datetime
@@ -269,6 +270,12 @@ def create_app(
         # that names the store. The client reconnects on the next command.
         detail = f"{name} is unavailable: {str(exc) or type(exc).__name__}"
         log.warning("%s %s: %s", request.method, request.url.path, detail)
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @app.exception_handler(UnreadableSubscription)
+    async def subscription_unusable(request: Request, exc: UnreadableSubscription) -> JSONResponse:
+        detail = f"a webhook subscription in {name} is unusable: {exc}"
+        log.error("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=503)
 
     @app.exception_handler(CheckpointError)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
@@ -28,12 +29,15 @@ import redis
 
 from consumer.ports import EVENT_HOLDS, FeatureStore
 from consumer.redis_store import stream_order
+from segmenter.errors import CheckpointError
+from segmenter.state import Fields
 
 if TYPE_CHECKING:
     from consumer.memory import MemoryFeatureStore
 
 EVENT_TYPES = ("insider.entered", "insider.exited")
 State = Literal["active", "parked"]
+_STATES: dict[str, State] = {"active": "active", "parked": "parked"}
 Start = Literal["latest", "oldest"]
 # Lag is counted, up to this many events: a larger lag reads as this number.
 LAG_CAP = 10_000
@@ -85,12 +89,46 @@ class Subscription:
         return asdict(self)
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Subscription:
-        doc = dict(doc, types=tuple(doc["types"]))
-        for name in ("last_delivery", "last_error"):
-            if doc.get(name) is not None:
-                doc[name] = Attempt(**doc[name])
-        return cls(**doc)
+    def from_doc(cls, doc: object, path: str = "subscription") -> Subscription:
+        """A subscription as ``to_doc`` wrote it, every field checked: what sits in Redis
+        is not trusted (a wrong one is a :class:`CheckpointError` naming the field)."""
+        fields = Fields(doc, path, SUBSCRIPTION_FIELDS)
+        found = fields.string("state")
+        state = _STATES.get(found)
+        if state is None:
+            raise CheckpointError(f"{fields.at('state')}: want active or parked, got {found!r}")
+        return cls(
+            id=fields.string("id"),
+            url=fields.string("url"),
+            secret=fields.string("secret"),
+            types=tuple(fields.names("types")),
+            created_at=fields.number("created_at"),
+            state=state,
+            cursor=None if fields.raw("cursor") is None else fields.string("cursor"),
+            attempts=fields.integer("attempts"),
+            failing_since=fields.optional_number("failing_since"),
+            next_attempt_at=fields.optional_number("next_attempt_at"),
+            parked_at=fields.optional_number("parked_at"),
+            last_delivery=_attempt(fields, "last_delivery"),
+            last_error=_attempt(fields, "last_error"),
+        )
+
+
+SUBSCRIPTION_FIELDS = tuple(f.name for f in dataclass_fields(Subscription))
+ATTEMPT_FIELDS = tuple(f.name for f in dataclass_fields(Attempt))
+
+
+def _attempt(fields: Fields, name: str) -> Attempt | None:
+    if fields.raw(name) is None:
+        return None
+    doc = Fields(fields.raw(name), fields.at(name), ATTEMPT_FIELDS)
+    event_id, status, error = (doc.raw(k) for k in ("event_id", "status", "error"))
+    return Attempt(
+        None if event_id is None else doc.string("event_id"),
+        doc.number("at"),
+        None if status is None else doc.integer("status"),
+        None if error is None else doc.string("error"),
+    )
 
 
 class SubscriptionStore(Protocol):
@@ -170,12 +208,12 @@ class RedisSubscriptionStore:
 
     def get(self, subscription_id: str) -> Subscription | None:
         raw: Any = self.client.get(self._key(subscription_id))
-        return None if raw is None else Subscription.from_doc(orjson.loads(raw))
+        return None if raw is None else _stored(raw, self._key(subscription_id))
 
     def all(self) -> list[Subscription]:
         ids = sorted(i.decode() for i in self.client.smembers(self._ids))  # type: ignore[union-attr]
         docs: Any = self.client.mget([self._key(i) for i in ids]) if ids else []
-        found = [Subscription.from_doc(orjson.loads(doc)) for doc in docs if doc is not None]
+        found = [_stored(doc, self._key(i)) for i, doc in zip(ids, docs, strict=True) if doc]
         return sorted(found, key=lambda s: (s.created_at, s.id))
 
     def remove(self, subscription_id: str) -> bool:
@@ -191,7 +229,7 @@ class RedisSubscriptionStore:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.watch(key)
             raw = pipe.get(key)
-            if raw is None or Subscription.from_doc(orjson.loads(raw)) != old:
+            if raw is None or _stored(raw, key) != old:
                 return False
             pipe.multi()
             self._write(pipe, new)
@@ -300,3 +338,17 @@ def resume(store: SubscriptionStore, subscription_id: str) -> Subscription | Non
         )
         if new == sub or store.swap(sub, new):
             return new
+
+
+def _stored(raw: bytes | str, key: str) -> Subscription:
+    """The subscription a Redis value holds; a CheckpointError naming the key if it is not one."""
+    try:
+        return Subscription.from_doc(orjson.loads(raw), key)
+    except orjson.JSONDecodeError:
+        raise UnreadableSubscription(f"{key}: not JSON: {raw[:16]!r}") from None
+    except CheckpointError as exc:
+        raise UnreadableSubscription(str(exc)) from None
+
+
+class UnreadableSubscription(CheckpointError):
+    """A value where a subscription is kept that is not one (the API answers 503)."""

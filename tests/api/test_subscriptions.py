@@ -179,3 +179,20 @@ def test_its_get_shows_the_lag_the_last_delivery_the_last_error_and_parking(clie
     back = resumed.json()
     assert back["state"] == "active" and back["attempts"] == 0 and back["parked_at"] is None
     assert back["cursor"] == parked["cursor"] and back["last_error"] == parked["last_error"]
+
+
+@pytest.mark.parametrize("garbage", [b"not json", b'{"id": 1}', b"[]", b'{"url": null}'])
+def test_garbage_where_redis_keeps_a_subscription_is_a_503_naming_it(
+    redis_store, redis_client, garbage
+):
+    # What sits in Redis is not trusted: a broken value is named, never a 500.
+    app = create_app(redis_store)
+    client = TestClient(app, raise_server_exceptions=False)
+    made = client.post("/subscriptions", json={"url": "https://crm.example.com/in"}).json()
+    key = f"{redis_store.prefix}subscription:{made['id']}"
+    redis_client.set(key, garbage)
+    for path in ("/subscriptions", f"/subscriptions/{made['id']}"):
+        answer = client.get(path)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["detail"].startswith("a webhook subscription in ")
+        assert key in answer.json()["detail"]
