@@ -72,11 +72,13 @@ sys.path.insert(0, str(REPO / "benches"))
 
 from api_latency import free_port, peak_rss_mib, percentile  # noqa: E402
 
+from consumer.ports import Retention  # noqa: E402
 from consumer.synthetic import write_history  # noqa: E402
 
 REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
 KAFKA = os.environ.get("INSIDERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 RATE = re.compile(r"in ([\d.]+)s \(([\d,]+) lines/s\)")
+REJECTED = re.compile(r"rejected \(([^)]*)\)")
 
 
 def log(message: str) -> None:
@@ -314,6 +316,13 @@ def seen_buckets(lines: int) -> int:
     return max(8192, 1 << math.ceil(math.log2(max(lines, 1) / 100)))
 
 
+def refusals(output: str) -> str:
+    """The rejected lines by reason, from the summary a run prints last (``none``, or
+    ``reason=count, ...``)."""
+    found = REJECTED.findall(output)
+    return found[-1] if found else "?"
+
+
 def spread(values: list[float], fmt: str = ",.0f") -> str:
     """The median, and the range when there is more than one value."""
     middle = format(statistics.median(values), fmt)
@@ -347,6 +356,11 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         "INSIDERS_GROUP": group,
         "INSIDERS_REDIS_PREFIX": prefix,
     }
+    if args.dedupe_days is not None:
+        env["INSIDERS_DEDUPE_DAYS"] = str(args.dedupe_days)
+    row["dedupe retention, days (`INSIDERS_DEDUPE_DAYS`)"] = env.get(
+        "INSIDERS_DEDUPE_DAYS", str(Retention().dedupe_days)
+    )
     if args.seen_buckets is not None:
         buckets = args.seen_buckets or seen_buckets(lines)
         env["INSIDERS_SEEN_BUCKETS"] = str(buckets)
@@ -375,6 +389,7 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         row["consume lines/s (consume phase)"] = spread([r.reported for r in consumes])
         row["consume lines/s (whole process)"] = spread([lines / r.seconds for r in consumes])
         row["consume peak RSS MiB"] = spread([r.rss_mib for r in consumes])
+        row["lines refused (dead letters), by reason"] = refusals(consumes[-1].output)
         log(f"{size:,}: Redis footprint of {prefix}")
         total, families = footprint(client, prefix)
         from consumer.redis_store import RedisFeatureStore
@@ -445,6 +460,14 @@ def main() -> None:
         default=None,
         metavar="D",
         help="days of generated history (default: the generator's, 374)",
+    )
+    parser.add_argument(
+        "--dedupe-days",
+        type=int,
+        default=None,
+        metavar="D",
+        help="INSIDERS_DEDUPE_DAYS for replay and consume (default: the environment's, or "
+        "the service's 400): applied event ids are kept this many days of event time",
     )
     parser.add_argument(
         "--seen-buckets",
