@@ -28,10 +28,11 @@ from fastapi.responses import (
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AfterValidator
 
-from api import dashboard, metrics, pages
+from api import metrics, pages
 from api.asyncapi import add_asyncapi
 from api.docs import add_docs
 from api.report import current_segmenter
+from api.saved_report import served
 from api.schemas import (
     CustomerStatus,
     Driver,
@@ -253,7 +254,7 @@ def create_app(
     now_of: NowFn = app.state.now
     app.state.snapshots = ReportSnapshots(
         store,
-        lambda: dashboard.build(store, now_of(store)),
+        lambda: served(store, now_of(store)),
         refresh=report_refresh,
         wall_clock=clock == "wall",
     )

@@ -19,6 +19,7 @@ from api.schemas import Report, WeekRow
 from consumer.ports import FeatureStore
 from segmenter.events import EXITED, event_time
 from segmenter.report import Table, build_report
+from segmenter.segmentation import Segmenter
 
 REFRESH_SECONDS = 30
 
@@ -30,13 +31,21 @@ class Built:
     report: Report
     # The share of all revenue so far held by the Insiders at each week's end (report.weeks)
     shares: list[float]
+    # Wall time the build ended, when it was built elsewhere (the writer's saved report)
+    built_at: float | None = None
 
 
 def build(store: FeatureStore, now: int | None) -> Built:
     """:func:`api.report.current_report`, and the weekly shares, from one read of the store."""
-    table = Table.of(store.customers())
+    return build_from(Table.of(store.customers()), now, current_segmenter(store), store)
+
+
+def build_from(
+    table: Table, now: int | None, segmenter: Segmenter | None, store: FeatureStore
+) -> Built:
+    """The report and the weekly shares on ``table``, with the store's recent events."""
     events = all_events(store)
-    report = report_body(build_report(table, now, current_segmenter(store), events))
+    report = report_body(build_report(table, now, segmenter, events))
     return Built(report, revenue_shares(table, events, report.weeks))
 
 

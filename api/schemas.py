@@ -192,13 +192,13 @@ class TopCustomer(BaseModel):
 
 class Report(BaseModel):
     as_of: UtcDatetime | None
-    model_version: int
-    customers: int
-    insiders: int
+    model_version: int = Field(ge=0)
+    customers: int = Field(ge=0)
+    insiders: int = Field(ge=0)
     customer_share: float = Field(description="Insiders / customers")
     revenue: float = Field(description="revenue of all customers so far, £")
     revenue_share: float = Field(description="the Insiders' share of it")
-    horizon_days: int
+    horizon_days: int = Field(ge=0)
     expected_revenue: dict[str, float] = Field(
         description="£ over `horizon_days` at each customer's own pace: Insiders, rest"
     )

@@ -10,8 +10,10 @@ first request, before any snapshot exists, waits for one. Builds start at most e
 time does not keep a core busy.
 
 The snapshot holds the JSON body and, once asked for, the dashboard's HTML: serving either
-costs what it returns. A build is :func:`api.dashboard.build`: the report, and the weekly
-revenue shares only the dashboard's chart shows.
+costs what it returns. A build is :func:`api.saved_report.served`: the report the
+segmentation's writer saved in the store, read back, or when there is none current,
+:func:`api.dashboard.build` here (the report, and the weekly revenue shares only the
+dashboard's chart shows).
 """
 
 from __future__ import annotations
@@ -172,6 +174,6 @@ class ReportSnapshots:
             report=report,
             body=report.model_dump_json().encode(),
             shares=built.shares,
-            built_at=time.time(),
+            built_at=built.built_at if built.built_at is not None else time.time(),
             seconds=time.monotonic() - started,
         )

@@ -31,8 +31,11 @@ if TYPE_CHECKING:  # the model (river) takes a second to import: main() must sta
 log = logging.getLogger("insiders")
 
 
-def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSettings) -> Any:
-    """The pipeline with the model and policy the settings describe."""
+def build_pipeline(
+    store: FeatureStore, sink: EventSink, settings: ConsumerSettings, report: bool = False
+) -> Any:
+    """The pipeline with the model and policy the settings describe; ``report``: it builds
+    the business report and saves it in the store for the API (api.saved_report)."""
     from consumer.pipeline import Pipeline, event_clock, wall_clock
     from segmenter.model import SegmentModel
     from segmenter.policy import InsiderPolicy, PolicySettings
@@ -52,7 +55,12 @@ def build_pipeline(store: FeatureStore, sink: EventSink, settings: ConsumerSetti
     policy = InsiderPolicy(rules)
     model = SegmentModel(n_segments=settings.segments, seed=settings.seed)
     clock = event_clock if settings.clock == "event" else wall_clock
-    return Pipeline(store, sink, model, clock, policy)
+    writer = None
+    if report:
+        from api.saved_report import ReportWriter
+
+        writer = ReportWriter(store, settings.report_every)
+    return Pipeline(store, sink, model, clock, policy, writer)
 
 
 def run_pipeline(
@@ -62,9 +70,13 @@ def run_pipeline(
     settings: ConsumerSettings,
     total: int | None = None,
     on_block: Callable[[], None] | None = None,
+    report: bool = False,
 ) -> tuple[Any, float]:
-    """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs)."""
-    pipeline = build_pipeline(store, sink, settings)
+    """Drive ``source`` through the pipeline until it ends or is stopped; returns (stats, secs).
+
+    ``report``: the pipeline saves the business report in the store as it goes, and the
+    last one when the source ends (for an API over the store)."""
+    pipeline = build_pipeline(store, sink, settings, report)
     started = time.perf_counter()
     bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
     try:
@@ -75,6 +87,8 @@ def run_pipeline(
             bar.set_postfix(insiders=store.insider_count(), refresh=False)
             if on_block is not None:
                 on_block()
+        if not source.stopping:
+            pipeline.write_report(final=True)
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
@@ -179,7 +193,7 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         metrics = ConsumerMetrics()
     service = ConsumerService(
         store,
-        lambda: build_pipeline(store, sink, settings),
+        lambda: build_pipeline(store, sink, settings, report=True),
         owner,
         settings.writer_ttl,
         settings.writer_wait,
@@ -246,8 +260,11 @@ def replay_embedded(
     snapshot: str | None,
     until: datetime | None = None,
     stopper: Stopper | None = None,
+    report: bool = False,
 ) -> tuple[Any, Any, float, bool]:
-    """File source, in-memory state (from ``snapshot`` if it exists): (store, stats, s, stopped)."""
+    """File source, in-memory state (from ``snapshot`` if it exists): (store, stats, s, stopped).
+
+    ``report``: save the business report in the store for an API over it (the demo)."""
     from consumer.file_source import FileInvoiceSource
     from consumer.memory import MemoryEventSink, MemoryFeatureStore
 
@@ -260,7 +277,7 @@ def replay_embedded(
     source = FileInvoiceSource(path, settings.block_size, until=until)
     if stopper is not None:
         stopper.on_stop(lambda: setattr(source, "stopping", True))
-    stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings)
+    stats, elapsed = run_pipeline(source, store, MemoryEventSink(), settings, report=report)
     return store, stats, elapsed, source.stopping
 
 
@@ -340,7 +357,7 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         data = Path(str(resources.files("consumer").joinpath("data/online_retail_sample.csv.gz")))
     print(f"replaying {data.name} through the pipeline (embedded: no Kafka, no Redis)...")
     store, stats, elapsed, stopped = replay_embedded(
-        data, settings, args.snapshot, stopper=args.stopper
+        data, settings, args.snapshot, stopper=args.stopper, report=True
     )
     if stopped:
         return 130

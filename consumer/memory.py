@@ -115,6 +115,9 @@ class MemoryFeatureStore:
     # The largest running total of any customer (None: not yet computed), for the 64-bit check.
     _largest: int | None = field(default=None, repr=False, compare=False)
     _revision: int = field(default=0, repr=False, compare=False)
+    # The writer's last report, and the revision it was saved at (a snapshot does not keep
+    # it: the next run builds one).
+    _report: tuple[bytes, int] | None = field(default=None, repr=False, compare=False)
     # Customers with a purchase (None: not yet counted); a customer never loses their lines.
     _buyers: int | None = field(default=None, repr=False, compare=False)
     # The (customer, invoice) pairs each day holds; and a heap of those days.
@@ -328,6 +331,14 @@ class MemoryFeatureStore:
 
     def watermark(self) -> int | None:
         return self.last_ts
+
+    def save_report(self, report: bytes) -> int:
+        self._revision += 1
+        self._report = (report, self._revision)
+        return self._revision
+
+    def saved_report(self) -> tuple[bytes, int] | None:
+        return self._report
 
     def model_checkpoint(self) -> bytes | None:
         return self.model

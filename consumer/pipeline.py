@@ -8,6 +8,8 @@ Order of effects for one block, which is what makes the effect exactly-once:
    checkpoint in one atomic unit;
 4. outbox events are published to the event sink, then marked published;
 5. only then does the caller commit the source offset.
+With a report writer, the report is then built from this process's roster and saved in
+the store when it is due (derived data: a crash loses nothing it cannot rebuild).
 A crash anywhere replays the block: step 2 skips what it already holds, step 3 is
 re-run from the pending set, and step 4 re-sends what was not marked (subscribers
 dedupe by ``event_id``).
@@ -20,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from consumer.ports import Customer, EventSink, FeatureStore, Refusal, SourceRecord
 from consumer.records import DateParser, parse_record
@@ -36,6 +39,18 @@ Clock = Callable[[FeatureStore], int | None]
 
 # Rejections of one reason logged in full per process; the rest are only counted.
 LOGGED_PER_REASON = 5
+
+
+class ReportWriter(Protocol):
+    """Builds the business report from the writer's roster and saves it in the store, for
+    the API to serve (:class:`api.snapshots.ReportWriter`)."""
+
+    def due(self, now: int | None, final: bool) -> bool:
+        """Whether to build one now: the store (or ``now``) moved on since the last, and
+        its time has come (``final``: the input is done, so at once)."""
+        ...
+
+    def write(self, roster: Roster, segmenter: Segmenter | None, now: int | None) -> None: ...
 
 
 def event_clock(store: FeatureStore) -> int | None:
@@ -101,10 +116,12 @@ class Pipeline:
         model: SegmentModel | None = None,
         clock: Clock = event_clock,
         policy: InsiderPolicy | None = None,
+        report: ReportWriter | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
         self.clock = clock
+        self.report = report
         self.segmenter = Segmenter(model or SegmentModel(), policy or InsiderPolicy())
         checkpoint = store.model_checkpoint()
         if checkpoint is not None:
@@ -139,6 +156,7 @@ class Pipeline:
         if not block:
             self.sweep()
             self.publish_events()
+            self.write_report()
             return
         first = block[0]
         key = (first.topic, first.partition)
@@ -180,6 +198,7 @@ class Pipeline:
         self.segment()
         self.sweep()
         self.publish_events()
+        self.write_report()
 
     def _dead_letter_refused(
         self,
@@ -235,13 +254,25 @@ class Pipeline:
         now = self.clock(self.store)
         if now is None or not self.segmenter.sweep_due(now):
             return
+        result = self.segmenter.sweep(self._roster_now(), now)
+        self._commit(result)
+        self._remember((), result)
+
+    def _roster_now(self) -> Roster:
         if self._roster is None:
             self._roster = Roster.of(
                 (c.customer_id, c.state, c.status) for c in self.store.customers()
             )
-        result = self.segmenter.sweep(self._roster, now)
-        self._commit(result)
-        self._remember((), result)
+        return self._roster
+
+    def write_report(self, final: bool = False) -> None:
+        """Have the report writer, if any, build the report from the roster and save it,
+        when it is due; ``final``: the input is done (see :class:`ReportWriter`)."""
+        if self.report is None:
+            return
+        now = self.clock(self.store)
+        if self.report.due(now, final):
+            self.report.write(self._roster_now(), self.segmenter, now)
 
     def _remember(self, customers: Iterable[Customer], result: StepResult) -> None:
         """Bring the ranking's copy up to date with what a committed step read and wrote."""

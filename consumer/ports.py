@@ -216,6 +216,19 @@ class FeatureStore(Protocol):
 
     def model_checkpoint(self) -> bytes | None: ...
 
+    def save_report(self, report: bytes) -> int:
+        """Keep the report the segmentation's writer built from its roster (see
+        :mod:`api.snapshots`), in place of the one before, for the API to serve. Saving it
+        is a write readers see: it adds one to :meth:`revision`, and returns the revision
+        the store is at with it saved."""
+        ...
+
+    def saved_report(self) -> tuple[bytes, int] | None:
+        """The report last saved, as saved (its readers check it), and the revision the
+        store was at once it was saved: if :meth:`revision` is still that, nothing has
+        changed since. None: no report was saved."""
+        ...
+
     def ignored_counts(self) -> dict[str, int]: ...
 
     # Reads, for the API and exports.

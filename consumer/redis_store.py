@@ -13,7 +13,8 @@ latest day), ``seen:<n>`` applied event ids (bucket n = crc32 of the id modulo
 the outbox (webhook subscriptions' cursors, see ``consumer/subscriptions.py``, which also
 keeps ``subscriptions`` and ``subscription:<id>``), ``h:<id>`` a customer's last events,
 ``event_counts`` events by type and reason, ``revision`` the count of visible writes,
-``model`` the segmenter's checkpoint (model, sweep clock, policy),
+``model`` the segmenter's checkpoint (model, sweep clock, policy), ``report`` the report
+the writer last built (``doc``) and the revision it was saved at,
 ``writer`` the consumer that owns them (``<owner id>#<fencing token>``, with a TTL),
 ``fence`` the last fencing token drawn, ``epoch`` a random id of this state, set when
 the prefix is first claimed, and ``writes`` the count of fenced writes (see ``claim``).
@@ -341,6 +342,35 @@ class RedisFeatureStore:
 
     def watermark(self) -> int | None:
         return _int(self.client.get(self._key("watermark")))
+
+    def save_report(self, report: bytes) -> int:
+        # The writer is the only one to move the revision, and its fence (the WATCHed write
+        # count) refuses the transaction if another took over: read it first, then write.
+        revision = self.revision() + 1
+
+        def build(pipe: Any) -> None:
+            pipe.delete(self._key("report"))  # whatever was there, even of another type
+            pipe.hset(self._key("report"), mapping={"doc": report, "revision": revision})
+            pipe.incr(self._key("revision"))
+
+        self._transaction(build)
+        return revision
+
+    def saved_report(self) -> tuple[bytes, int] | None:
+        try:
+            answer: Any = self.client.hmget(self._key("report"), ["doc", "revision"])
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            return b"", -1  # a key of another type: an empty document, which readers refuse
+        doc, revision = answer
+        if doc is None:
+            return None
+        try:
+            at = int(revision)
+        except (TypeError, ValueError):
+            at = -1  # not a revision: the report is read as not current (and checked)
+        return bytes(doc), at
 
     def model_checkpoint(self) -> bytes | None:
         blob: Any = self.client.get(self._key("model"))

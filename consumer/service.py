@@ -166,6 +166,8 @@ class ConsumerService:
                     self._report(self.metrics, len(block), seconds, pipeline, source)
                 if on_block is not None:
                     on_block(len(block))
+            if not self.stop.is_set():  # the input is done (--exit-at-end): its last report
+                pipeline.write_report(final=True)
         finally:
             self.stats.absorb(pipeline.stats)
 

@@ -150,6 +150,9 @@ class ConsumerSettings(ConnectionSettings):
     dedupe_days: int = Field(default=400, ge=0)
     events_keep: int = Field(default=200_000, ge=0)
     history_keep: int = Field(default=100, ge=0)
+    # The consumer builds the business report from its roster and saves it for the API
+    # (api/saved_report.py): at most every report_every s while the store changes.
+    report_every: float = Field(default=5.0, gt=0)
     # One consumer owns a prefix's model. Its lock lives writer_ttl s unless renewed (a
     # heartbeat renews it every third of that); a restarted one waits out a dead one's lock.
     writer_ttl: int = Field(default=10, ge=3)

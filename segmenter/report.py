@@ -39,6 +39,7 @@ from segmenter.policy import (
     lapsed_mask,
     overdue_mask,
 )
+from segmenter.roster import NONE, Roster
 from segmenter.segmentation import Segmenter
 
 HORIZON_DAYS = 90
@@ -121,7 +122,7 @@ class Table:
                 )
             )
         grid = np.array(numbers, dtype=float).reshape(len(numbers), 8)
-        return cls(
+        return cls._by_id(
             ids=np.array(ids, dtype=str),
             revenue=grid[:, 0] / MICROS_PER_POUND,
             returned=grid[:, 1] / MICROS_PER_POUND,
@@ -132,6 +133,45 @@ class Table:
             since=grid[:, 6],
             segment=grid[:, 7].astype(int),
         )
+
+    @classmethod
+    def of_roster(cls, roster: Roster) -> Table:
+        """The same table from a :class:`~segmenter.roster.Roster`'s columns: array code, no
+        object per customer (what the segmentation's writer builds the report from).
+
+        >>> from segmenter.features import CustomerState
+        >>> roster = Roster()
+        >>> roster.put("7", CustomerState(2_500_000, 1, 1, 1, 0, 0, 10, 10), InsiderStatus())
+        >>> roster.put("8", CustomerState(0, 0, 0, 0, 900_000, 1), InsiderStatus())
+        >>> table = Table.of_roster(roster)  # "8" only returned: not on the report
+        >>> table.ids.tolist(), table.revenue.tolist(), table.segment.tolist()
+        (['7'], [2.5], [0])
+        """
+        invoices = roster.column("invoices")
+        first, last = roster.column("first_ts"), roster.column("last_ts")
+        kept = np.flatnonzero((invoices > 0) & (first != NONE) & (last != NONE))
+        insider = roster.column("insider")[kept] > 0
+        since = roster.column("insider_since")[kept].astype(float)
+        since[~insider | (roster.column("insider_since")[kept] == NONE)] = np.nan
+        segment = roster.column("segment")[kept]
+        return cls._by_id(
+            ids=np.array([roster.ids[row] for row in kept.tolist()], dtype=str),
+            revenue=roster.column("revenue_micros")[kept] / MICROS_PER_POUND,
+            returned=roster.column("returned_micros")[kept] / MICROS_PER_POUND,
+            invoices=invoices[kept].astype(float),
+            first=first[kept].astype(float),
+            last=last[kept].astype(float),
+            insider=insider,
+            since=since,
+            segment=np.where(segment == NONE, 0, segment).astype(int),
+        )
+
+    @classmethod
+    def _by_id(cls, **columns: np.ndarray) -> Table:
+        """The rows in id order: the report is the same whatever order the customers came
+        in (a scan of the store, a roster), to the last digit of its sums and bootstraps."""
+        order = np.argsort(columns["ids"], kind="stable")
+        return cls(**{name: column[order] for name, column in columns.items()})
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -36,8 +36,11 @@ def test_a_paused_owner_is_fenced_out_by_the_next_claim(redis_client, redis_pref
         first.commit_step(StepResult(), b"stale model")
     with pytest.raises(StoreDiverged):
         first.mark_published("1-0")
+    with pytest.raises(StoreDiverged):
+        first.save_report(b"a stale owner's report")
     assert offsets(first) == before
     assert redis_client.get(redis_prefix + "model") is None
+    assert first.saved_report() is None
     # The new owner writes on.
     assert second.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1).applied == len(LINES) - 2
 

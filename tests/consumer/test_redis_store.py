@@ -182,3 +182,13 @@ def test_a_prefix_written_before_retention_is_read_and_then_stamped(redis_client
     store.apply("t", 0, [(123, line("w:1", "w", "k9", 1, 1, d0 + 35 * DAY))], 123)
     assert sum(bucket_sizes(redis_client, redis_prefix).values()) == 2  # w:0 and w:1
     assert not redis_client.exists(f"{redis_prefix}ci:k1")
+
+
+def test_a_report_key_of_another_type_is_read_as_unusable_and_overwritten(
+    redis_client, redis_prefix
+):
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    redis_client.rpush(redis_prefix + "report", "not", "a", "hash")
+    assert store.saved_report() == (b"", -1)  # an empty document: its readers refuse it
+    at = store.save_report(b"{}")
+    assert store.saved_report() == (b"{}", at)

@@ -270,6 +270,20 @@ def test_the_revision_moves_with_every_write_a_reader_could_see(store):
     assert store.revision() > applied
 
 
+def test_a_saved_report_is_read_back_as_saved_at_the_revision_it_made(store):
+    assert store.saved_report() is None
+    store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    before = store.revision()
+    at = store.save_report(b'{"a": "report"}')
+    assert at == store.revision() == before + 1  # a write readers see
+    assert store.saved_report() == (b'{"a": "report"}', at)
+    store.commit_step(StepResult(events=[_event("1", 1)]), b"m")  # newer than the report
+    saved = store.saved_report()
+    assert saved is not None and saved[1] < store.revision()
+    again = store.save_report(b"second")
+    assert store.saved_report() == (b"second", again)
+
+
 # Bounded state: the retention of applied ids, the outbox and the histories.
 
 

@@ -109,9 +109,10 @@ def test_overdue_and_lapse_limits_equal_their_scalar_twins(states):
 def test_the_report_table_equals_the_one_customer_figures(states):
     statuses = [InsiderStatus(segment=1 + i % 3, insider=i % 4 == 0) for i in range(len(states))]
     rows = [
-        Customer(f"c{i}", s, st) for i, (s, st) in enumerate(zip(states, statuses, strict=True))
+        Customer(f"c{i:06d}", s, st)  # ids that sort as they are numbered: the table's order
+        for i, (s, st) in enumerate(zip(states, statuses, strict=True))
     ]
-    table = Table.of(rows)
+    table = Table.of(rows[::-1])
     assert table.ids.tolist() == [r.customer_id for r in rows]
     columns = table.traits(NOW)
     expected = table.expected(NOW, 90)
