@@ -69,6 +69,8 @@ _LOAD = (
 # than one big set. 8192 buckets stay compact up to about a million ids held; scored by day,
 # each bucket's ids past the retention are forgotten with one ZREMRANGEBYSCORE.
 SEEN_BUCKETS = 8192
+# Redis's default for that limit (zset-max-listpack-entries), when its config cannot be read.
+COMPACT_ENTRIES = 128
 # Forgetting past the retention: each apply may visit this many sorted sets (buckets, then
 # customers' invoice sets), plus this many per line it applies. A pass over all of them
 # thus takes about (buckets + customers) / PRUNE_PER_LINE lines of input.
@@ -222,6 +224,29 @@ class RedisFeatureStore:
 
     def _key(self, name: str) -> str:
         return self.prefix + name
+
+    def seen_per_bucket(self, sample: int = 64) -> tuple[float, int] | None:
+        """About how many applied ids a bucket holds (the mean size of ``sample`` buckets
+        spread over all of them), and how many buckets there are; None for a prefix that
+        keeps its ids in one set."""
+        buckets = self._buckets()
+        if buckets == 0:
+            return None
+        picked = range(0, buckets, max(buckets // sample, 1))[:sample]
+        pipe = self.client.pipeline(transaction=False)
+        for n in picked:
+            pipe.zcard(self._key(f"seen:{n}"))
+        sizes = [v for v in pipe.execute(raise_on_error=False) if isinstance(v, int)]
+        return (sum(sizes) / len(sizes) if sizes else 0.0), buckets
+
+    def compact_entries(self) -> int:
+        """The most members of a sorted set Redis keeps compact: its
+        ``zset-max-listpack-entries``, or the default where its config cannot be read."""
+        try:
+            answer: Any = self.client.config_get("zset-max-listpack-entries")
+            return int(next(iter(answer.values())))
+        except (redis.RedisError, StopIteration, ValueError):
+            return COMPACT_ENTRIES
 
     def stored_offset(self, topic: str, partition: int) -> int:
         value = self.client.hget(self._key("offsets"), f"{topic}:{partition}")

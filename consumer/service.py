@@ -14,6 +14,7 @@ one line.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,31 @@ class Heartbeat:
             held = renewed
 
 
+# How often the consumer looks at how full its applied ids' buckets are (see bucket_warning).
+BUCKET_CHECK_SECONDS = 600.0
+
+
+def bucket_warning(store: RedisFeatureStore) -> str | None:
+    """What to tell the operator when the applied ids' buckets hold more ids than Redis keeps
+    compact (each id then costs several times as much), with the bucket count that would
+    hold about 100 each; None while they fit."""
+    seen = store.seen_per_bucket()
+    if seen is None:
+        return None
+    per_bucket, buckets = seen
+    limit = store.compact_entries()
+    if per_bucket <= limit:
+        return None
+    wanted = 1 << math.ceil(math.log2(buckets * per_bucket / 100))
+    return (
+        f"applied event ids: about {per_bucket:,.0f} in each of the {buckets:,} buckets of "
+        f"Redis prefix {store.prefix!r}, past the {limit} that Redis keeps compact, so each id "
+        f"takes several times the memory; the bucket count is fixed when a prefix is first "
+        f"written: a new prefix with INSIDERS_SEEN_BUCKETS={wanted} would hold about 100 a "
+        "bucket (or shorten INSIDERS_DEDUPE_DAYS)"
+    )
+
+
 class ConsumerService:
     """Runs one consumer process over a Redis store until the source ends or a stop.
 
@@ -93,6 +119,7 @@ class ConsumerService:
         self.metrics = metrics
         self.stats = PipelineStats()
         self.recoveries = 0
+        self._next_bucket_check = 0.0  # monotonic time of the next look (bucket_warning)
 
     def claim(self) -> None:
         """Take the prefix, or fail in one line naming who holds it."""
@@ -166,6 +193,11 @@ class ConsumerService:
                     self._report(self.metrics, len(block), seconds, pipeline, source)
                 if on_block is not None:
                     on_block(len(block))
+                if block and time.monotonic() >= self._next_bucket_check:
+                    self._next_bucket_check = time.monotonic() + BUCKET_CHECK_SECONDS
+                    warning = bucket_warning(self.store)
+                    if warning is not None:
+                        log.warning("%s", warning)
             if not self.stop.is_set():  # the input is done (--exit-at-end): its last report
                 pipeline.write_report(final=True)
         finally:

@@ -7,6 +7,7 @@ import zlib
 
 from consumer.ports import Retention
 from consumer.redis_store import RedisFeatureStore
+from consumer.service import bucket_warning
 from segmenter.lines import fingerprint
 from tests.contract.test_feature_store import DAY, LINES, line
 
@@ -192,3 +193,21 @@ def test_a_report_key_of_another_type_is_read_as_unusable_and_overwritten(
     assert store.saved_report() == (b"", -1)  # an empty document: its readers refuse it
     at = store.save_report(b"{}")
     assert store.saved_report() == (b"{}", at)
+
+
+def test_buckets_fuller_than_redis_keeps_compact_are_reported_with_a_count_that_fits(
+    redis_client, redis_prefix
+):
+    ids = [line(f"i{n}:0", f"i{n}", "1", 1, 1_000_000, 10 * DAY) for n in range(600)]
+    full = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=2)
+    full.apply("t", 0, list(enumerate(ids)), len(ids) - 1)
+    assert full.seen_per_bucket() == (300.0, 2)  # 600 ids over both buckets, both sampled
+    assert full.compact_entries() == 128  # the services' Redis runs with the default
+    warning = bucket_warning(full)
+    assert warning is not None
+    assert "about 300 in each of the 2 buckets" in warning
+    assert "INSIDERS_SEEN_BUCKETS=8" in warning  # 600 ids / 100 a bucket, rounded up to 2^n
+
+    roomy = RedisFeatureStore(redis_client, redis_prefix + "roomy:", seen_buckets=64)
+    roomy.apply("t", 0, list(enumerate(ids)), len(ids) - 1)
+    assert bucket_warning(roomy) is None
