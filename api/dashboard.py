@@ -33,6 +33,8 @@ class Built:
     shares: list[float]
     # Wall time the build ended, when it was built elsewhere (the writer's saved report)
     built_at: float | None = None
+    # The store's revision it is the report of, when built elsewhere (the saved report's)
+    revision: int | None = None
 
 
 def build(store: FeatureStore, now: int | None) -> Built:
@@ -61,8 +63,11 @@ def revenue_shares(
     """
     revenue = dict(zip(table.ids.tolist(), table.revenue.tolist(), strict=True))
     total = sum(revenue.values())
-    members = set(table.ids[table.insider].tolist())
-    held = sum(revenue[c] for c in members)
+    insiders = table.ids[table.insider].tolist()
+    members = set(insiders)
+    # Summed in the table's (id) order, not the set's: a set of strings iterates in an order
+    # that changes with each process's hash seed, and so would the sum's last digits.
+    held = sum(revenue[c] for c in insiders)
     newest_first = sorted(events, key=event_time, reverse=True)
     shares: list[float] = []
     undone = 0

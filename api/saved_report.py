@@ -19,10 +19,11 @@ thus still gets a current report.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from api import dashboard
 from api.schemas import Report
@@ -43,14 +44,43 @@ GRACE_SECONDS = 30.0
 class SavedReport(BaseModel):
     """The report as the writer saves it; checked field by field when read back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1] = 1
     built_at: float  # wall time (epoch seconds) the build ended
     seconds: float = Field(ge=0)  # how long it took
-    due_within: float = Field(gt=0)  # while the store changes, the next comes within this
+    # While the store changes, the next comes within this many seconds (at most a week).
+    due_within: float = Field(gt=0, le=7 * 86_400)
     report: Report
     shares: list[float]  # dashboard.Built.shares
+
+    @model_validator(mode="after")
+    def _servable(self) -> SavedReport:
+        # What the dashboard reads by name, and numbers that are numbers: a NaN or an
+        # infinity would be served as null where the schema promises a number.
+        if not {"Insiders", "rest"} <= self.report.mean_revenue.keys():
+            raise ValueError("report.mean_revenue: wants Insiders and rest")
+        where = _not_finite(self.report.model_dump(), "report")
+        if where is not None:
+            raise ValueError(f"{where}: not a finite number")
+        return self
+
+
+def _not_finite(value: Any, where: str) -> str | None:
+    """Where in ``value`` (a dump of plain data) a float is NaN or infinite; None: nowhere."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _not_finite(item, f"{where}.{key}")
+        if found is not None:
+            return found
+    return None
 
 
 class ReportWriter:
@@ -89,19 +119,19 @@ class ReportWriter:
         started = time.monotonic()
         try:
             built = dashboard.build_from(Table.of_roster(roster), now, segmenter, self.store)
+            seconds = time.monotonic() - started
+            interval = max(self.every, seconds / MOST_OF_THE_TIME)
+            doc = SavedReport(  # checked as its readers check it
+                built_at=time.time(),
+                seconds=seconds,
+                due_within=min(interval, 7 * 86_400),
+                report=built.report,
+                shares=built.shares,
+            )
         except Exception:  # derived data: the consumer goes on, the API builds its own
             log.exception("report: the build failed; the API builds the report meanwhile")
             self._next = started + self.every
             return
-        seconds = time.monotonic() - started
-        interval = max(self.every, seconds / MOST_OF_THE_TIME)
-        doc = SavedReport(
-            built_at=time.time(),
-            seconds=seconds,
-            due_within=interval,
-            report=built.report,
-            shares=built.shares,
-        )
         revision = self.store.save_report(doc.model_dump_json().encode())
         self._last = (revision, now)
         self._next = started + interval
@@ -125,7 +155,24 @@ def served(store: FeatureStore, now: int | None) -> dashboard.Built:
                 first["msg"],
             )
         else:
-            fresh = time.time() <= doc.built_at + doc.due_within + GRACE_SECONDS
-            if revision == store.revision() or fresh:
-                return dashboard.Built(doc.report, doc.shares, built_at=doc.built_at)
+            wall = time.time()
+            # Fresh: its writer said the next would come by now (and it was not built in
+            # the future, beyond the grace for clocks that differ).
+            fresh = (
+                doc.built_at - GRACE_SECONDS
+                <= wall
+                <= doc.built_at + doc.due_within + (GRACE_SECONDS)
+            )
+            # Current: nothing written since, and of this clock's now (on the wall clock the
+            # time moves on with no write; another clock's report is another report).
+            as_of = doc.report.as_of
+            current = revision == store.revision() and (
+                (None if as_of is None else int(as_of.timestamp())) == now
+            )
+            if current or fresh:
+                # With the revision it is of: a snapshot of a report served while behind is
+                # read again once the store is at another, and not kept once it is overdue.
+                return dashboard.Built(
+                    doc.report, doc.shares, built_at=doc.built_at, revision=revision
+                )
     return dashboard.build(store, now)

@@ -114,7 +114,9 @@ class Stats(BaseModel):
     model_version: int
     as_of: UtcDatetime | None
     events: dict[str, int] = Field(description="events so far by <type>:<reason code>")
-    policy: dict[str, float] = Field(description="the entry and exit rules in force")
+    policy: dict[str, float | None] = Field(
+        description="the entry and exit rules in force; target_share null: no target share"
+    )
 
 
 class InsiderPage(BaseModel):
@@ -208,7 +210,9 @@ class Report(BaseModel):
     segments: list[SegmentRow]
     insider_centre: dict[str, float] = Field(description="the Insider segment's centre")
     conditions: list[str] = Field(description="entry and exit conditions in words")
-    policy: dict[str, float]
+    policy: dict[str, float | None] = Field(
+        description="the Insider policy's settings; target_share null: no target share"
+    )
     movement: dict[str, int] = Field(description="events of the last 30 days by type:reason")
     flaps: dict[str, int] = Field(description="last 90 days: Insiders, left and back within 30")
     weeks: list[WeekRow] = Field(description="the last 12 weeks of membership, oldest first")

@@ -169,6 +169,8 @@ class ReportSnapshots:
         # marked older than what it may already hold, so the next request rebuilds.
         built = self.build()
         report = built.report
+        if built.revision is not None:  # a saved report, of the revision it was saved at
+            version = (built.revision, version[1])
         return Snapshot(
             version=version,
             report=report,

@@ -371,7 +371,7 @@ def cmd_demo(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         f"{len(insiders):,} Insiders ({len(insiders) / max(len(customers), 1):.1%} of customers) "
         f"holding {share:.1%} of revenue"
     )
-    app = create_app(store)
+    app = create_app(store, clock=settings.clock)  # the clock the replay ran on
     stop_webhooks = start_webhooks(app, store)
     try:
         serve(app, host, args.port, log_level="warning", hint=True)

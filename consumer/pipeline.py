@@ -272,7 +272,11 @@ class Pipeline:
             return
         now = self.clock(self.store)
         if self.report.due(now, final):
-            self.report.write(self._roster_now(), self.segmenter, now)
+            # The model and rules the store holds, as the API reads them: this process's
+            # rules are not the store's until a step of this process commits them.
+            checkpoint = self.store.model_checkpoint()
+            segmenter = None if checkpoint is None else Segmenter.from_checkpoint(checkpoint)
+            self.report.write(self._roster_now(), segmenter, now)
 
     def _remember(self, customers: Iterable[Customer], result: StepResult) -> None:
         """Bring the ranking's copy up to date with what a committed step read and wrote."""

@@ -104,6 +104,8 @@ class Table:
         ids: list[str] = []
         numbers: list[tuple[float, ...]] = []
         nan = float("nan")
+        # A customer given twice (a scan of the store may): the last copy, as a Roster does.
+        rows = {r.customer_id: r for r in rows}.values()
         for r in rows:
             s, st = r.state, r.status
             if s.invoices <= 0 or s.first_ts is None or s.last_ts is None:

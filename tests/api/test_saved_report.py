@@ -19,6 +19,7 @@ from consumer.memory import MemoryEventSink
 from consumer.pipeline import Pipeline
 from segmenter.lines import InvoiceLine
 from segmenter.model import SegmentModel
+from segmenter.policy import InsiderPolicy, PolicySettings
 from segmenter.roster import Roster
 from tests.api.test_snapshots import Watched
 from tests.conftest import SAMPLE
@@ -147,3 +148,23 @@ def test_a_failed_build_leaves_the_consumer_running_and_the_api_building(caplog)
 
 def _roster_of(store: Watched) -> Roster:
     return Roster.of((c.customer_id, c.state, c.status) for c in store.customers())
+
+
+def test_without_a_target_share_the_report_and_stats_answer():
+    """INSIDERS_TARGET_SHARE=0 (the clustering decides the size): the policy has no target,
+    which the report and /stats show as null, not a failed build."""
+    store = Watched()
+    policy = InsiderPolicy(PolicySettings(target_share=None))
+    pipeline = Pipeline(
+        store, MemoryEventSink(), SegmentModel(), policy=policy, report=ReportWriter(store)
+    )
+    for block in FileInvoiceSource(SAMPLE).blocks():
+        pipeline.process(block)
+    pipeline.write_report(final=True)
+    store.full_reads = 0  # the pipeline's first ranking reads everyone
+    client = TestClient(create_app(store))
+    report, stats = client.get("/report"), client.get("/stats")
+    assert report.status_code == stats.status_code == 200
+    assert report.json()["policy"]["target_share"] is None
+    assert stats.json()["policy"]["target_share"] is None
+    assert store.full_reads == 0  # the consumer's saved report, not one built here
