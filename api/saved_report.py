@@ -39,6 +39,8 @@ MOST_OF_THE_TIME = 0.1
 # How late past its due time a saved report is still served: the writer builds between
 # blocks, so a block (or an idle poll) may come first.
 GRACE_SECONDS = 30.0
+# The longest a writer may promise the next report within.
+LONGEST_DUE = 7 * 86_400
 
 
 class SavedReport(BaseModel):
@@ -50,7 +52,7 @@ class SavedReport(BaseModel):
     built_at: float  # wall time (epoch seconds) the build ended
     seconds: float = Field(ge=0)  # how long it took
     # While the store changes, the next comes within this many seconds (at most a week).
-    due_within: float = Field(gt=0, le=7 * 86_400)
+    due_within: float = Field(gt=0, le=LONGEST_DUE)
     report: Report
     shares: list[float]  # dashboard.Built.shares
 
@@ -124,7 +126,7 @@ class ReportWriter:
             doc = SavedReport(  # checked as its readers check it
                 built_at=time.time(),
                 seconds=seconds,
-                due_within=min(interval, 7 * 86_400),
+                due_within=min(interval, LONGEST_DUE),
                 report=built.report,
                 shares=built.shares,
             )

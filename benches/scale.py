@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import random
 import re
@@ -73,6 +72,7 @@ sys.path.insert(0, str(REPO / "benches"))
 from api_latency import free_port, peak_rss_mib, percentile  # noqa: E402
 
 from consumer.ports import Retention  # noqa: E402
+from consumer.redis_store import SEEN_BUCKETS, buckets_for  # noqa: E402
 from consumer.synthetic import write_history  # noqa: E402
 
 REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -313,7 +313,7 @@ def seen_buckets(lines: int) -> int:
     >>> seen_buckets(1_218_371), seen_buckets(100_000)
     (16384, 8192)
     """
-    return max(8192, 1 << math.ceil(math.log2(max(lines, 1) / 100)))
+    return max(SEEN_BUCKETS, buckets_for(lines))
 
 
 def refusals(output: str) -> str:

@@ -25,6 +25,7 @@ single Redis server, not a cluster.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -71,6 +72,17 @@ _LOAD = (
 SEEN_BUCKETS = 8192
 # Redis's default for that limit (zset-max-listpack-entries), when its config cannot be read.
 COMPACT_ENTRIES = 128
+
+
+def buckets_for(ids: float) -> int:
+    """The bucket count (a power of two) that holds ``ids`` applied ids about 100 a bucket.
+
+    >>> buckets_for(600), buckets_for(1_218_371)
+    (8, 16384)
+    """
+    return 1 << math.ceil(math.log2(max(ids, 1) / 100))
+
+
 # Forgetting past the retention: each apply may visit this many sorted sets (buckets, then
 # customers' invoice sets), plus this many per line it applies. A pass over all of them
 # thus takes about (buckets + customers) / PRUNE_PER_LINE lines of input.

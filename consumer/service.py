@@ -14,7 +14,6 @@ one line.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import redis
 
 from consumer.pipeline import Pipeline, PipelineStats
 from consumer.ports import RewindableSource
-from consumer.redis_store import RedisFeatureStore
+from consumer.redis_store import RedisFeatureStore, buckets_for
 from segmenter.errors import InsidersError, ServiceUnavailable, StoreDiverged
 
 if TYPE_CHECKING:  # prometheus_client is loaded only when metrics are served
@@ -81,7 +80,7 @@ def bucket_warning(store: RedisFeatureStore) -> str | None:
     limit = store.compact_entries()
     if per_bucket <= limit:
         return None
-    wanted = 1 << math.ceil(math.log2(buckets * per_bucket / 100))
+    wanted = buckets_for(buckets * per_bucket)
     return (
         f"applied event ids: about {per_bucket:,.0f} in each of the {buckets:,} buckets of "
         f"Redis prefix {store.prefix!r}, past the {limit} that Redis keeps compact, so each id "
