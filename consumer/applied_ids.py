@@ -5,8 +5,13 @@ history is a year of lines. Held as a dict of strings, that was about 130 bytes 
 the embedded replay's memory grew with lines, not customers. Here each id is a 128-bit hash
 (BLAKE2b), kept with its value (the line's invoice day * 2^32 + its content fingerprint,
 as in Redis) in sorted numpy runs, as a log-structured merge tree keeps keys: new ids go to
-a small dict; when it fills it becomes a sorted run, and runs of like size merge (up to
-``MAX_RUN`` ids). That is 24 bytes an id in the runs.
+a small dict; when it fills it becomes sorted runs, and runs of like size merge. That is 24
+bytes an id in the runs.
+
+The hashes are split by their top bits into ``2^SHARD_BITS`` shards, each its own set of
+runs, so that runs keep merging as the ids grow (a merge never holds more than one shard's
+ids, up to ``MAX_RUN``) and a lookup asks a few small runs, not every large one: at
+125 million ids, a block of lookups costs what it costs at a million.
 
 Two ids share a 128-bit hash with a probability of about n^2 / 2^129: for 10^9 ids held at
 once, about 10^-21.
@@ -32,20 +37,33 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-# Ids gathered in a dict before they become a sorted run (a few MiB of Python objects).
+# Ids gathered in a dict before they become sorted runs (a few MiB of Python objects).
 BUFFER = 1 << 15
-# Runs grow by merging up to this many ids (192 MiB), so that a merge never needs more than
-# a few hundred MiB at once; past it, runs are only added (a lookup asks each run).
+# Shards by the hashes' top bits: each flush gives every shard a run of about BUFFER / 64.
+SHARD_BITS = 6
+# A shard's runs grow by merging up to this many ids (192 MiB), so that a merge never needs
+# more than a few hundred MiB at once; past it (half a billion ids in all), runs are only
+# added, and a lookup asks each of them.
 MAX_RUN = 1 << 23
 DAY_SHIFT = 32
 # "Not held", where a lookup's values are gathered (no value is this: days are past -2^31).
 ABSENT = np.iinfo(np.int64).min
 
 
-def digest(event_id: str) -> tuple[int, int]:
-    """The id's 128-bit hash as two unsigned 64-bit halves."""
-    raw = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
-    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+def digest(event_id: str) -> bytes:
+    """The id's 128-bit hash: two little-endian unsigned 64-bit halves, high then low."""
+    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+
+
+def digests(event_ids: Iterable[str]) -> list[bytes]:
+    """Each id's :func:`digest`: hash once, then ask and add by hash."""
+    return [hashlib.blake2b(e.encode(), digest_size=16).digest() for e in event_ids]
+
+
+def _halves(keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The keys' high and low halves, as uint64 arrays."""
+    both = np.frombuffer(b"".join(keys), dtype="<u8").reshape(len(keys), 2)
+    return both[:, 0].astype(np.uint64), both[:, 1].astype(np.uint64)
 
 
 class _Run:
@@ -57,7 +75,7 @@ class _Run:
         self, high: np.ndarray, low: np.ndarray, values: np.ndarray, ordered: bool = False
     ) -> None:
         if not ordered:
-            order = np.argsort(high, kind="stable")
+            order = np.argsort(high, kind="stable")  # two sorted runs merge in linear time
             high, low, values = high[order], low[order], values[order]
         self.high, self.low, self.values = high, low, values
 
@@ -68,32 +86,34 @@ class _Run:
     def __len__(self) -> int:
         return len(self.high)
 
-    def find(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
-        """Each query's value, or ``ABSENT`` where this run does not hold it."""
-        found = np.full(len(high), ABSENT, dtype=np.int64)
-        if not len(self.high):
-            return found
-        at = np.searchsorted(self.high, high)
-        inside = at < len(self.high)
-        hit = inside.copy()
-        hit[inside] = self.high[at[inside]] == high[inside]
-        for i in np.flatnonzero(hit).tolist():
-            # Equal high halves: walk them (two ids sharing 64 bits: about never).
-            j = int(at[i])
-            while j < len(self.high) and self.high[j] == high[i]:
+    def find(self, high: np.ndarray, low: np.ndarray, found: np.ndarray) -> None:
+        """Write each query's value into ``found`` where this run holds it."""
+        size = len(self.high)
+        if not size:
+            return
+        at = np.minimum(np.searchsorted(self.high, high), size - 1)
+        same_high = self.high[at] == high
+        exact = same_high & (self.low[at] == low)
+        found[exact] = self.values[at[exact]]
+        for i in np.flatnonzero(same_high & ~exact).tolist():
+            # Equal high halves, another low one: walk them (two ids sharing 64 bits: about
+            # never).
+            j = int(at[i]) + 1
+            while j < size and self.high[j] == high[i]:
                 if self.low[j] == low[i]:
                     found[i] = self.values[j]
                     break
                 j += 1
-        return found
 
 
 class AppliedIds:
     """Applied event ids with their values (``day << 32 | fingerprint``), by 128-bit hash."""
 
     def __init__(self) -> None:
-        self._buffer: dict[tuple[int, int], int] = {}
-        self._runs: list[_Run] = []
+        self._buffer: dict[bytes, int] = {}
+        # Each shard's runs, the oldest first.
+        self._shards: list[list[_Run]] = [[] for _ in range(1 << SHARD_BITS)]
+        self._in_runs = 0
         self._cut: int | None = None  # ids dated before this day are forgotten
         self._per_day: dict[int, int] = {}  # ids held (forgotten or not) by day
 
@@ -102,23 +122,52 @@ class AppliedIds:
         cut = self._cut
         return sum(n for day, n in self._per_day.items() if cut is None or day >= cut)
 
+    @property
+    def runs(self) -> int:
+        """How many sorted runs a lookup may ask, over all shards."""
+        return sum(len(runs) for runs in self._shards)
+
     def get_many(self, event_ids: Sequence[str]) -> list[int | None]:
         """Each id's value, or None if it was never applied (or is forgotten)."""
-        keys = [digest(event_id) for event_id in event_ids]
-        found = np.full(len(keys), ABSENT, dtype=np.int64)
-        if self._runs and keys:
-            high = np.fromiter((k[0] for k in keys), dtype=np.uint64, count=len(keys))
-            low = np.fromiter((k[1] for k in keys), dtype=np.uint64, count=len(keys))
-            for run in reversed(self._runs):  # the newest first: a re-applied id's value wins
-                missing = found == ABSENT
-                if not missing.any():
-                    break
-                found[missing] = run.find(high[missing], low[missing])
+        return self.get_digests(digests(event_ids))
+
+    def get_digests(self, keys: Sequence[bytes]) -> list[int | None]:
+        """:meth:`get_many`, for ids already hashed by :func:`digests`."""
+        found = self._find(keys)
         out: list[int | None] = []
+        buffer = self._buffer
         for key, value in zip(keys, found.tolist(), strict=True):
-            held = self._buffer.get(key, value)
+            held = buffer.get(key, value)
             out.append(held if held != ABSENT and self._live(held) else None)
         return out
+
+    def _find(self, keys: Sequence[bytes]) -> np.ndarray:
+        """Each key's value in the runs, or ``ABSENT``."""
+        found = np.full(len(keys), ABSENT, dtype=np.int64)
+        if not self._in_runs or not keys:
+            return found
+        high, low = _halves(keys)
+        order = np.argsort(high)  # sorted queries: each shard's are a slice, read in order
+        high, low = high[order], low[order]
+        bounds = np.searchsorted(
+            high >> np.uint64(64 - SHARD_BITS), np.arange(len(self._shards) + 1)
+        )
+        ordered = np.full(len(keys), ABSENT, dtype=np.int64)
+        for shard in np.flatnonzero(np.diff(bounds)).tolist():
+            runs = self._shards[shard]
+            start, stop = int(bounds[shard]), int(bounds[shard + 1])
+            if not runs:
+                continue
+            part = ordered[start:stop]  # a view: runs write into it
+            for run in reversed(runs):  # the newest first: a re-applied id's value wins
+                missing = np.flatnonzero(part == ABSENT)
+                if not len(missing):
+                    break
+                got = part[missing]
+                run.find(high[start:stop][missing], low[start:stop][missing], got)
+                part[missing] = got
+        found[order] = ordered
+        return found
 
     def _live(self, value: int) -> bool:
         return self._cut is None or value >> DAY_SHIFT >= self._cut
@@ -126,10 +175,14 @@ class AppliedIds:
     def add_many(self, event_ids: Iterable[str], values: Iterable[int]) -> None:
         """Record ids not held (never applied, or forgotten) with their values: an invoice
         day (from -2^31 to 2^31) times 2^32 plus a 32-bit fingerprint."""
-        for event_id, value in zip(event_ids, values, strict=True):
-            self._add(digest(event_id), value)
+        self.add_digests(digests(event_ids), values)
 
-    def _add(self, key: tuple[int, int], value: int) -> None:
+    def add_digests(self, keys: Iterable[bytes], values: Iterable[int]) -> None:
+        """:meth:`add_many`, for ids already hashed by :func:`digests`."""
+        for key, value in zip(keys, values, strict=True):
+            self._add(key, value)
+
+    def _add(self, key: bytes, value: int) -> None:
         self._buffer[key] = value
         day = value >> DAY_SHIFT
         self._per_day[day] = self._per_day.get(day, 0) + 1
@@ -140,28 +193,33 @@ class AppliedIds:
         if not self._buffer:
             return
         keys = list(self._buffer)
-        run = _Run(
-            np.fromiter((k[0] for k in keys), dtype=np.uint64, count=len(keys)),
-            np.fromiter((k[1] for k in keys), dtype=np.uint64, count=len(keys)),
-            np.fromiter(self._buffer.values(), dtype=np.int64, count=len(keys)),
-        )
+        high, low = _halves(keys)
+        batch = _Run(high, low, np.fromiter(self._buffer.values(), dtype=np.int64, count=len(keys)))
         self._buffer = {}
-        self._runs.append(run)
-        # Runs of like size merge (each id is sorted again about log2(n / BUFFER) times).
-        while (
-            len(self._runs) > 1
-            and len(self._runs[-2]) <= 2 * len(self._runs[-1])
-            and len(self._runs[-2]) + len(self._runs[-1]) <= MAX_RUN
-        ):
-            newer, older = self._runs.pop(), self._runs.pop()
-            self._runs.append(self._merged([older, newer]))
+        self._in_runs += len(keys)
+        bounds = np.searchsorted(
+            batch.high >> np.uint64(64 - SHARD_BITS), np.arange(len(self._shards) + 1)
+        )
+        for shard in np.flatnonzero(np.diff(bounds)).tolist():
+            part = slice(int(bounds[shard]), int(bounds[shard + 1]))
+            runs = self._shards[shard]
+            runs.append(_Run(batch.high[part], batch.low[part], batch.values[part], ordered=True))
+            # Runs of like size merge (each id is sorted again about log2(n / BUFFER) times).
+            while (
+                len(runs) > 1
+                and len(runs[-2]) <= 2 * len(runs[-1])
+                and len(runs[-2]) + len(runs[-1]) <= MAX_RUN
+            ):
+                newer, older = runs.pop(), runs.pop()
+                runs.append(self._merged(older, newer))
 
-    def _merged(self, runs: list[_Run]) -> _Run:
-        high = np.concatenate([r.high for r in runs])
-        low = np.concatenate([r.low for r in runs])
-        values = np.concatenate([r.values for r in runs])
+    def _merged(self, older: _Run, newer: _Run) -> _Run:
+        high = np.concatenate([older.high, newer.high])
+        low = np.concatenate([older.low, newer.low])
+        values = np.concatenate([older.values, newer.values])
         if self._cut is not None:
             keep = (values >> DAY_SHIFT) >= self._cut
+            self._in_runs -= len(keep) - int(keep.sum())
             high, low, values = high[keep], low[keep], values[keep]
         return _Run(high, low, values)
 
@@ -182,35 +240,37 @@ class AppliedIds:
             return
         self._buffer = {k: v for k, v in self._buffer.items() if v >> DAY_SHIFT >= cut}
         self._per_day = {day: n for day, n in self._per_day.items() if day >= cut}
-        for i, run in enumerate(self._runs):
-            self._runs[i] = run.kept((run.values >> DAY_SHIFT) >= cut)
-        self._runs = [run for run in self._runs if len(run)]
+        for runs in self._shards:
+            for i, run in enumerate(runs):
+                runs[i] = run.kept((run.values >> DAY_SHIFT) >= cut)
+            runs[:] = [run for run in runs if len(run)]
+        self._in_runs = sum(len(run) for runs in self._shards for run in runs)
+
+    def _runs(self) -> Iterator[_Run]:
+        for runs in self._shards:
+            yield from runs
 
     def values(self) -> Iterator[int]:
         """Every value held and not forgotten, in no particular order."""
-        for run in self._runs:
+        for run in self._runs():
             yield from (v for v in run.values.tolist() if self._live(v))
         yield from (v for v in self._buffer.values() if self._live(v))
 
     def hashes(self) -> Iterator[tuple[str, int]]:
         """Every (hash as 32 hex digits, value) held and not forgotten: the snapshot's form."""
-        for run in self._runs:
+        for run in self._runs():
             for high, low, value in zip(
                 run.high.tolist(), run.low.tolist(), run.values.tolist(), strict=True
             ):
                 if self._live(value):
-                    yield _hex(high, low), value
-        for (high, low), value in self._buffer.items():
+                    yield (high.to_bytes(8, "little") + low.to_bytes(8, "little")).hex(), value
+        for key, value in self._buffer.items():
             if self._live(value):
-                yield _hex(high, low), value
+                yield key.hex(), value
 
     def add_hash(self, hexed: str, value: int) -> None:
         """Record a hash as :meth:`hashes` wrote it (a snapshot being read)."""
         raw = bytes.fromhex(hexed)
         if len(raw) != 16:
             raise ValueError(f"{hexed!r} is not 32 hex digits")
-        self._add((int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")), value)
-
-
-def _hex(high: int, low: int) -> str:
-    return (high.to_bytes(8, "little") + low.to_bytes(8, "little")).hex()
+        self._add(raw, value)

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from consumer.applied_ids import AppliedIds
+from consumer.applied_ids import AppliedIds, digests
 from consumer.ports import (
     DEFAULT_RETENTION,
     NEWEST,
@@ -186,7 +186,8 @@ class MemoryFeatureStore:
         refused: list[Refusal] = []
         duplicates = stale = 0
         asked = [line.event_id for offset, line in lines if offset > stored]
-        held_before = dict(zip(asked, self.seen.get_many(asked), strict=True))
+        keys = dict(zip(asked, digests(asked), strict=True))  # each id hashed once
+        held_before = dict(zip(keys, self.seen.get_digests(list(keys.values())), strict=True))
         for offset, line in lines:
             if offset <= stored:
                 stale += 1
@@ -214,8 +215,8 @@ class MemoryFeatureStore:
         # Pass 2: write.
         states, pending = self.states, self.pending_ids
         watermark = self.last_ts
-        self.seen.add_many(
-            (line.event_id for _, line, _ in fresh),
+        self.seen.add_digests(
+            (keys[line.event_id] for _, line, _ in fresh),
             ((line.invoice_ts // SECONDS_PER_DAY) << 32 | print_ for _, line, print_ in fresh),
         )
         for _, line, _ in fresh:

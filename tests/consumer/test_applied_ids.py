@@ -10,11 +10,14 @@ from consumer import applied_ids
 from consumer.applied_ids import AppliedIds
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(monkeypatch, seed):
+@pytest.mark.parametrize(("seed", "shard_bits"), [(1, 1), (2, 2), (3, 6)])
+def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(
+    monkeypatch, seed, shard_bits
+):
     # Tiny runs, so that a few thousand ids go through many flushes, merges and compactions.
     monkeypatch.setattr(applied_ids, "BUFFER", 16)
     monkeypatch.setattr(applied_ids, "MAX_RUN", 256)
+    monkeypatch.setattr(applied_ids, "SHARD_BITS", shard_bits)
     rng = random.Random(seed)
     ids, plain = AppliedIds(), {}  # plain: event id -> value, forgotten ones removed
     for day in range(1, 120):
@@ -37,7 +40,7 @@ def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(mon
         assert ids.get_many(held) == [plain[e] for e in held]
         assert len(ids) == len(plain)
     assert sorted(ids.values()) == sorted(plain.values())
-    assert len(ids._runs) > 1  # the test went through merges, and they left runs to search
+    assert ids.runs > 1 << shard_bits  # the test went through merges, and left runs to search
 
 
 def test_hashes_are_read_back_as_written_and_a_bad_one_is_refused():
@@ -61,3 +64,22 @@ def test_ids_dated_before_1970_are_found_too(monkeypatch):
     values = [(-3 << 32) | 5, (-1 << 32) | 0, (2 << 32) | 1]
     ids.add_many(["a:0", "b:0", "c:0"], values)
     assert ids.get_many(["a:0", "b:0", "c:0", "d:0"]) == [*values, None]
+
+
+@pytest.mark.parametrize("buffer", [2, 64])
+def test_hashes_sharing_their_high_half_are_told_apart_by_the_low_one(monkeypatch, buffer):
+    # Hand-made hashes: four share a high half (in one run, or spread over several), one
+    # differs; each is found with its own value, and an unheld low half is not.
+    monkeypatch.setattr(applied_ids, "BUFFER", buffer)
+    ids = AppliedIds()
+
+    def hexed(high: int, low: int) -> str:
+        return (high.to_bytes(8, "little") + low.to_bytes(8, "little")).hex()
+
+    held = {hexed(7, low): (100 << 32) | low for low in (9, 3, 12, 5)}
+    held[hexed(8, 3)] = (100 << 32) | 99
+    for key, value in held.items():
+        ids.add_hash(key, value)
+    ids._flush()
+    asked = [*held, hexed(7, 4), hexed(6, 3)]
+    assert ids.get_digests([bytes.fromhex(k) for k in asked]) == [*held.values(), None, None]
