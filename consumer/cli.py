@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
+from consumer.progress import progress
 from consumer.settings import ConsumerSettings
 from consumer.signals import Stopper
 from segmenter.errors import InsidersError
@@ -78,7 +78,7 @@ def run_pipeline(
     last one when the source ends (for an API over the store)."""
     pipeline = build_pipeline(store, sink, settings, report)
     started = time.perf_counter()
-    bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
+    bar = progress(total, interval=settings.progress_every)
     try:
         for block in source.blocks():
             pipeline.process(block)
@@ -130,7 +130,7 @@ def cmd_publish(args: argparse.Namespace, settings: ConsumerSettings) -> int:
     count = 0
     started = time.perf_counter()
     try:
-        with tqdm(unit=" lines", unit_scale=True, disable=None, desc=path.name) as bar:
+        with progress(desc=path.name, interval=settings.progress_every) as bar:
             for record in itertools.chain([first] if first else [], records):
                 if stopper.requested.is_set():
                     break
@@ -223,7 +223,7 @@ def cmd_consume(args: argparse.Namespace, settings: ConsumerSettings) -> int:
         if stopper.requested.is_set():
             source.stopping = True
         total = sum(source.end_offsets.values()) if args.exit_at_end else None
-        bar = tqdm(total=total, unit=" lines", unit_scale=True, disable=None, smoothing=0.1)
+        bar = progress(total, interval=settings.progress_every)
         started = time.perf_counter()
         try:
             stats = service.run(source, on_block=bar.update)

@@ -153,6 +153,8 @@ class ConsumerSettings(ConnectionSettings):
     # The consumer builds the business report from its roster and saves it for the API
     # (api/saved_report.py): at most every report_every s while the store changes.
     report_every: float = Field(default=5.0, gt=0)
+    # Without a terminal, replay, publish and consume log their progress this often, in s.
+    progress_every: float = Field(default=60.0, gt=0)
     # One consumer owns a prefix's model. Its lock lives writer_ttl s unless renewed (a
     # heartbeat renews it every third of that); a restarted one waits out a dead one's lock.
     writer_ttl: int = Field(default=10, ge=3)
