@@ -35,8 +35,7 @@ and ``/dashboard`` p99 at most 100 ms at 1M customers; ``/customers/{id}`` p99 a
 under the dashboard load.
 
 Applied event ids are kept in ``INSIDERS_SEEN_BUCKETS`` buckets; a bucket past 128 ids is no
-longer compact in Redis, so by default each size gets about 100 ids a bucket (``--seen-buckets``),
-counting the ids held: the lines within ``--dedupe-days`` of the history.
+longer compact in Redis, so by default each size gets about 100 ids a bucket (``--seen-buckets``).
 Each size uses a topic, group and Redis prefix of its own (``scale-<tag>-<N>``,
 ``scale:<tag>:<N>:``), deleted afterwards unless ``--keep``. Progress goes to stderr, one
 markdown table to stdout. ``--runs`` repeats replay and consume (median, and the range).
@@ -74,7 +73,7 @@ from api_latency import free_port, peak_rss_mib, percentile  # noqa: E402
 
 from consumer.ports import Retention  # noqa: E402
 from consumer.redis_store import SEEN_BUCKETS, buckets_for  # noqa: E402
-from consumer.synthetic import PERIOD_DAYS, write_history  # noqa: E402
+from consumer.synthetic import write_history  # noqa: E402
 
 REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
 KAFKA = os.environ.get("INSIDERS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -307,16 +306,14 @@ def known_ids(client: redis.Redis, prefix: str, count: int = 5000) -> list[str]:
     return ids
 
 
-def seen_buckets(lines: int, history_days: int = PERIOD_DAYS, dedupe_days: int = 400) -> int:
+def seen_buckets(lines: int) -> int:
     """Buckets enough for about 100 applied event ids each: under the 128 entries up to which
-    Redis keeps a small hash or sorted set compact (README: raise it for big histories). The
-    ids held are the lines within the last ``dedupe_days`` of a history as even as this one.
+    Redis keeps a small hash or sorted set compact (README: raise it for big histories).
 
-    >>> seen_buckets(1_218_371), seen_buckets(100_000), seen_buckets(12_510_725, 374, 30)
-    (16384, 8192, 16384)
+    >>> seen_buckets(1_218_371), seen_buckets(100_000)
+    (16384, 8192)
     """
-    held = lines * min(1.0, (dedupe_days + 1) / history_days)
-    return max(SEEN_BUCKETS, buckets_for(held))
+    return max(SEEN_BUCKETS, buckets_for(lines))
 
 
 def refusals(output: str) -> str:
@@ -365,8 +362,7 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         "INSIDERS_DEDUPE_DAYS", str(Retention().dedupe_days)
     )
     if args.seen_buckets is not None:
-        retention = int(env.get("INSIDERS_DEDUPE_DAYS", Retention().dedupe_days))
-        buckets = args.seen_buckets or seen_buckets(lines, args.days or PERIOD_DAYS, retention)
+        buckets = args.seen_buckets or seen_buckets(lines)
         env["INSIDERS_SEEN_BUCKETS"] = str(buckets)
         row["`INSIDERS_SEEN_BUCKETS`"] = f"{buckets:,}"
     replays = []
