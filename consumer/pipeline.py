@@ -260,18 +260,9 @@ class Pipeline:
 
     def _roster_now(self) -> Roster:
         if self._roster is None:
-            # Once per process: every customer the store holds (21 s at a million, over Redis).
-            count = self.store.customer_count()
-            if count:
-                log.info("reading the store's %d customers for the daily ranking", count)
-            started = time.perf_counter()
             self._roster = Roster.of(
                 (c.customer_id, c.state, c.status) for c in self.store.customers()
             )
-            if count:
-                log.info(
-                    "read %d customers in %.1fs", len(self._roster), time.perf_counter() - started
-                )
         return self._roster
 
     def write_report(self, final: bool = False) -> None:
