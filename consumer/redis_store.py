@@ -31,6 +31,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -130,6 +131,24 @@ def connect(url: str, timeout: float = 60.0, check: bool = True) -> redis.Redis:
                 "or set INSIDERS_REDIS_URL"
             ) from None
     return client
+
+
+@contextmanager
+def watching() -> Iterator[None]:
+    """Around a WATCHed transaction: a lost connection stays the outage it is.
+
+    redis-py reports a connection that drops while keys are WATCHed as ``WatchError``, the
+    error it also gives when another client changed a watched key. Callers treat that one as a
+    conflict; this turns the first back into ``redis.ConnectionError`` (or ``TimeoutError``),
+    so that they wait for Redis instead.
+    """
+    try:
+        yield
+    except redis.WatchError as exc:
+        cause = exc.__context__
+        if isinstance(cause, (redis.ConnectionError, redis.TimeoutError)):
+            raise type(cause)(f"Redis connection lost inside a transaction: {cause}") from exc
+        raise
 
 
 def _str(value: Any) -> str:
@@ -645,7 +664,7 @@ class RedisFeatureStore:
             pipe.execute()
             return
         names = [self._key("writes"), self._key("epoch"), self._key("writer")]
-        with self.client.pipeline(transaction=True) as pipe:
+        with watching(), self.client.pipeline(transaction=True) as pipe:
             pipe.watch(names[0], names[1])
             writes, epoch, writer = pipe.mget(names)
             if epoch is None or _str(epoch) != lease.epoch:
@@ -658,8 +677,9 @@ class RedisFeatureStore:
             build(pipe)
             pipe.incr(names[0])
             try:
-                pipe.execute()
-            except redis.WatchError:
+                with watching():
+                    pipe.execute()
+            except redis.WatchError:  # the counter moved under the WATCH: another writer
                 raise self._diverged("writes") from None
         lease.writes += 1
 

@@ -28,7 +28,7 @@ import orjson
 import redis
 
 from consumer.ports import EVENT_HOLDS, FeatureStore
-from consumer.redis_store import stream_order
+from consumer.redis_store import stream_order, watching
 from segmenter.errors import CheckpointError
 from segmenter.state import Fields
 
@@ -226,7 +226,7 @@ class RedisSubscriptionStore:
 
     def swap(self, old: Subscription, new: Subscription) -> bool:
         key = self._key(old.id)
-        with self.client.pipeline(transaction=True) as pipe:
+        with watching(), self.client.pipeline(transaction=True) as pipe:
             pipe.watch(key)
             raw = pipe.get(key)
             if raw is None or _stored(raw, key) != old:
@@ -234,8 +234,9 @@ class RedisSubscriptionStore:
             pipe.multi()
             self._write(pipe, new)
             try:
-                pipe.execute()
-            except redis.WatchError:
+                with watching():
+                    pipe.execute()
+            except redis.WatchError:  # changed by someone else meanwhile
                 return False
         return True
 

@@ -7,11 +7,19 @@ behind). In each the write is refused before it changes anything.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
+from typing import Any
+
 import pytest
+import redis
+from redis.client import Pipeline
 
 from consumer.redis_store import RedisFeatureStore
+from consumer.subscriptions import RedisSubscriptionStore, Subscription
 from segmenter.errors import StoreDiverged
 from segmenter.segmentation import StepResult
+from tests.conftest import REDIS_URL
 from tests.consumer.test_redis_store import LINES
 
 
@@ -89,3 +97,93 @@ def test_a_store_rolled_back_to_an_older_save_refuses_the_write(redis_client, re
         store.commit_step(StepResult(), b"model after block 2")
     assert "not the one this consumer last wrote" in str(refused.value)
     assert redis_client.get(redis_prefix + "model") == b"model after block 1"
+
+
+class ConnectionKiller:
+    """Kills, from another connection, every connection of one named client: what a Redis
+    that dies or drops the client does, at the moment the test picks."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.name = name
+        self.admin = redis.Redis.from_url(url)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(REDIS_URL, client_name=self.name)
+
+    def __call__(self) -> None:
+        ids = [c["id"] for c in self.admin.client_list() if c.get("name") == self.name]
+        assert ids, "the client under test has a connection to kill"
+        for client_id in ids:
+            self.admin.client_kill_filter(_id=client_id)
+
+
+@pytest.fixture
+def killer() -> ConnectionKiller:
+    return ConnectionKiller(REDIS_URL, f"under-test-{uuid.uuid4().hex[:8]}")
+
+
+def kill_after_watch(monkeypatch: pytest.MonkeyPatch, kill: ConnectionKiller) -> None:
+    """The next WATCH lands, then the connection that sent it is killed."""
+    watch = Pipeline.watch
+
+    def watch_then_die(self: Pipeline, *names: Any) -> Any:
+        result = watch(self, *names)
+        monkeypatch.setattr(Pipeline, "watch", watch)
+        kill()
+        return result
+
+    monkeypatch.setattr(Pipeline, "watch", watch_then_die)
+
+
+def test_a_connection_lost_after_the_watch_is_an_outage_not_another_writer(
+    redis_prefix, killer, monkeypatch
+):
+    # redis-py reports this as WatchError, which the service took for a conflict it does not
+    # retry: a Redis killed at this point stopped the consumer (seen in CI).
+    store = RedisFeatureStore(killer.client(), redis_prefix)
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+    kill_after_watch(monkeypatch, killer)
+    with pytest.raises(redis.ConnectionError):
+        store.commit_step(StepResult(), b"model")
+    assert store.client.get(redis_prefix + "model") is None
+    # Once Redis answers, the owner's next write goes through: its lease still holds.
+    store.commit_step(StepResult(), b"model")
+    assert store.client.get(redis_prefix + "model") == b"model"
+
+
+def test_a_connection_lost_at_exec_is_an_outage_not_another_writer(redis_prefix, killer):
+    store = RedisFeatureStore(killer.client(), redis_prefix)
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+
+    def build(pipe: Any) -> None:
+        pipe.set(redis_prefix + "model", b"lost")
+        killer()  # the commands are queued here; EXEC goes out on a dead connection
+
+    with pytest.raises(redis.ConnectionError):
+        store._transaction(build)
+    assert store.client.get(redis_prefix + "model") is None
+
+
+def test_another_writer_inside_the_watch_is_still_a_conflict(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    store.claim("host:1:aaaa", ttl=30, wait=0)
+
+    def build(pipe: Any) -> None:
+        pipe.set(redis_prefix + "model", b"stale")
+        redis_client.incr(redis_prefix + "writes")  # a write by someone else, after the check
+
+    with pytest.raises(StoreDiverged) as refused:
+        store._transaction(build)
+    assert "not the one this consumer last wrote" in str(refused.value)
+    assert redis_client.get(redis_prefix + "model") is None
+
+
+def test_a_subscription_swap_that_loses_its_connection_is_an_outage(
+    redis_prefix, killer, monkeypatch
+):
+    subscriptions = RedisSubscriptionStore(killer.client(), redis_prefix)
+    old = subscriptions.add(Subscription("sub_1", "https://example.com/hook", "whsec_x"))
+    kill_after_watch(monkeypatch, killer)
+    with pytest.raises(redis.ConnectionError):  # not False, "someone changed it"
+        subscriptions.swap(old, replace(old, attempts=1))
+    assert subscriptions.get("sub_1") == old
