@@ -39,6 +39,9 @@ Clock = Callable[[FeatureStore], int | None]
 
 # Rejections of one reason logged in full per process; the rest are only counted.
 LOGGED_PER_REASON = 5
+# From this many customers on, the first read of them all for a ranking is logged (about a
+# second's work over Redis; a small store's read stays quiet, as do `insiders evaluate`'s).
+ROSTER_LOG_CUSTOMERS = 50_000
 
 
 class ReportWriter(Protocol):
@@ -260,9 +263,19 @@ class Pipeline:
 
     def _roster_now(self) -> Roster:
         if self._roster is None:
+            # Once per process. Over Redis it takes about 21 s at a million customers, so past
+            # ROSTER_LOG_CUSTOMERS the log says what the consumer is doing meanwhile.
+            count = self.store.customer_count()
+            loud = count >= ROSTER_LOG_CUSTOMERS
+            if loud:
+                log.info("reading the store's %d customers for the daily ranking", count)
+            started = time.perf_counter()
             self._roster = Roster.of(
                 (c.customer_id, c.state, c.status) for c in self.store.customers()
             )
+            if loud:
+                seconds = time.perf_counter() - started
+                log.info("read %d customers in %.1fs", len(self._roster), seconds)
         return self._roster
 
     def write_report(self, final: bool = False) -> None:
