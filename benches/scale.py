@@ -72,7 +72,7 @@ sys.path.insert(0, str(REPO / "benches"))
 from api_latency import free_port, peak_rss_mib, percentile  # noqa: E402
 
 from consumer.ports import Retention  # noqa: E402
-from consumer.redis_store import SEEN_BUCKETS, buckets_for  # noqa: E402
+from consumer.redis_store import SEEN_BUCKETS  # noqa: E402
 from consumer.synthetic import write_history  # noqa: E402
 
 REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -306,16 +306,6 @@ def known_ids(client: redis.Redis, prefix: str, count: int = 5000) -> list[str]:
     return ids
 
 
-def seen_buckets(lines: int) -> int:
-    """Buckets enough for about 100 applied event ids each: under the 128 entries up to which
-    Redis keeps a small hash or sorted set compact (README: raise it for big histories).
-
-    >>> seen_buckets(1_218_371), seen_buckets(100_000)
-    (16384, 8192)
-    """
-    return max(SEEN_BUCKETS, buckets_for(lines))
-
-
 def refusals(output: str) -> str:
     """The rejected lines by reason, from the summary a run prints last (``none``, or
     ``reason=count, ...``)."""
@@ -362,9 +352,10 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         "INSIDERS_DEDUPE_DAYS", str(Retention().dedupe_days)
     )
     if args.seen_buckets is not None:
-        buckets = args.seen_buckets or seen_buckets(lines)
-        env["INSIDERS_SEEN_BUCKETS"] = str(buckets)
-        row["`INSIDERS_SEEN_BUCKETS`"] = f"{buckets:,}"
+        env["INSIDERS_SEEN_BUCKETS"] = str(args.seen_buckets)
+    row["`INSIDERS_SEEN_BUCKETS` (the start; they split as ids come)"] = env.get(
+        "INSIDERS_SEEN_BUCKETS", str(SEEN_BUCKETS)
+    )
     replays = []
     for k in range(0 if args.no_replay else args.runs):
         log(f"{size:,}: insiders replay ({k + 1}/{args.runs})")
@@ -472,14 +463,11 @@ def main() -> None:
     parser.add_argument(
         "--seen-buckets",
         type=int,
-        default=0,
         metavar="N",
-        help="INSIDERS_SEEN_BUCKETS for each prefix; default 0: about 100 event ids a bucket "
-        "(at least 8192, the service's default); -1: leave the environment's",
+        help="INSIDERS_SEEN_BUCKETS for each prefix, the buckets it starts with (default: the "
+        "environment's, or the service's 8192)",
     )
     args = parser.parse_args()
-    if args.seen_buckets < 0:
-        args.seen_buckets = None
     args.work.mkdir(parents=True, exist_ok=True)
     subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
     client = redis.Redis.from_url(REDIS_URL)

@@ -3,8 +3,9 @@
 Keys (all under a prefix, ``insiders:`` by default):
 ``c:<id>`` customer hash (running totals in micro-pounds and epoch seconds, plus status),
 ``ci:<id>`` the customer's purchase invoice numbers (a sorted set, scored by the invoice's
-latest day), ``seen:<n>`` applied event ids (bucket n = crc32 of the id modulo
-``seen_buckets``, fixed per prefix; a sorted set scored by day * 2^32 + fingerprint),
+latest day), ``seen:<n>`` applied event ids (sorted sets scored by day * 2^32 +
+fingerprint, spread by the id's CRC-32 over ``seen_buckets`` and ``seen_split`` by linear
+hashing, ``seen_n`` ids in all: see apply.lua),
 ``retention`` where forgetting ids and invoices past the retention stands (see apply.lua),
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
@@ -25,7 +26,6 @@ single Redis server, not a cluster.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -68,20 +68,12 @@ _LOAD = (
 )
 # Applied event ids live in small sorted sets, not one set: Redis keeps a sorted set of at
 # most 128 members (zset-max-listpack-entries) as a compact listpack, several times smaller
-# than one big set. 8192 buckets stay compact up to about a million ids held; scored by day,
-# each bucket's ids past the retention are forgotten with one ZREMRANGEBYSCORE.
+# than one big set. A prefix starts with this many buckets, which split as the ids grow
+# (about 40 ids a bucket, see apply.lua); scored by day, each bucket's ids past the
+# retention are forgotten with one ZREMRANGEBYSCORE.
 SEEN_BUCKETS = 8192
 # Redis's default for that limit (zset-max-listpack-entries), when its config cannot be read.
 COMPACT_ENTRIES = 128
-
-
-def buckets_for(ids: float) -> int:
-    """The bucket count (a power of two) that holds ``ids`` applied ids about 100 a bucket.
-
-    >>> buckets_for(600), buckets_for(1_218_371)
-    (8, 16384)
-    """
-    return 1 << math.ceil(math.log2(max(ids, 1) / 100))
 
 
 # Forgetting past the retention: each apply may visit this many sorted sets (buckets, then
@@ -240,11 +232,11 @@ class RedisFeatureStore:
         return cls(connect(url, timeout, check), prefix, seen_buckets, retention)
 
     def _buckets(self) -> int:
-        """The prefix's bucket count for applied event ids, fixed at its first apply.
+        """The prefix's starting bucket count for applied event ids, set by its first apply.
 
-        Changing it later would look ids up in the wrong bucket, so the first writer's
-        count is stored and wins. 0 means one plain set (``seen``): a prefix written
-        before buckets existed keeps its ids where they are.
+        The first writer's count is stored and wins; the buckets then split as the ids grow
+        (see apply.lua). 0 means one plain set (``seen``): a prefix written before buckets
+        existed keeps its ids where they are.
         """
         if self._buckets_in_use is None:
             key = self._key("seen_buckets")
@@ -260,9 +252,10 @@ class RedisFeatureStore:
         """About how many applied ids a bucket holds (the mean size of ``sample`` buckets
         spread over all of them), and how many buckets there are; None for a prefix that
         keeps its ids in one set."""
-        buckets = self._buckets()
-        if buckets == 0:
+        if self._buckets() == 0:
             return None
+        layout: Any = self.client.mget(self._key("seen_buckets"), self._key("seen_split"))
+        buckets = int(layout[0]) + int(layout[1] or 0)
         picked = range(0, buckets, max(buckets // sample, 1))[:sample]
         pipe = self.client.pipeline(transaction=False)
         for n in picked:
@@ -315,7 +308,7 @@ class RedisFeatureStore:
                     hi,
                     lo,
                     line.invoice_ts,
-                    crc32(line.event_id.encode()) % buckets if buckets else "",
+                    crc32(line.event_id.encode()) if buckets else "",
                     fingerprint(line),
                 )
             )

@@ -23,7 +23,7 @@ import redis
 
 from consumer.pipeline import Pipeline, PipelineStats
 from consumer.ports import RewindableSource
-from consumer.redis_store import RedisFeatureStore, buckets_for
+from consumer.redis_store import RedisFeatureStore
 from segmenter.errors import InsidersError, ServiceUnavailable, StoreDiverged
 
 if TYPE_CHECKING:  # prometheus_client is loaded only when metrics are served
@@ -71,8 +71,11 @@ BUCKET_CHECK_SECONDS = 600.0
 
 def bucket_warning(store: RedisFeatureStore) -> str | None:
     """What to tell the operator when the applied ids' buckets hold more ids than Redis keeps
-    compact (each id then costs several times as much), with the bucket count that would
-    hold about 100 each; None while they fit."""
+    compact (each id then costs several times as much); None while they fit.
+
+    The buckets split as the ids grow, to about 40 ids each, so this means either a prefix
+    written before they split that is still catching up (a few dozen splits a block), or a
+    Redis whose ``zset-max-listpack-entries`` is set below what a bucket holds."""
     seen = store.seen_per_bucket()
     if seen is None:
         return None
@@ -80,13 +83,12 @@ def bucket_warning(store: RedisFeatureStore) -> str | None:
     limit = store.compact_entries()
     if per_bucket <= limit:
         return None
-    wanted = buckets_for(buckets * per_bucket)
     return (
         f"applied event ids: about {per_bucket:,.0f} in each of the {buckets:,} buckets of "
         f"Redis prefix {store.prefix!r}, past the {limit} that Redis keeps compact, so each id "
-        f"takes several times the memory; the bucket count is fixed when a prefix is first "
-        f"written: a new prefix with INSIDERS_SEEN_BUCKETS={wanted} would hold about 100 a "
-        "bucket (or shorten INSIDERS_DEDUPE_DAYS)"
+        f"takes several times the memory. The buckets split as ids come (about 40 ids each): "
+        f"if this stays, Redis's zset-max-listpack-entries ({limit}) is below that; "
+        f"its default is 128"
     )
 
 

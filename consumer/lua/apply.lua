@@ -8,9 +8,9 @@
 -- past the retention (see prune), then 11 values per line: offset, event_id, kind (P
 -- purchase, R return, I ignored), customer_id, invoice_no (the ignore reason for kind I),
 -- quantity, the amount in micro-pounds (|quantity| * unit price) as hi and lo with
--- amount = hi * 10^9 + lo, invoice time (epoch seconds), the event id's bucket in
--- seen:<bucket> ('' for a prefix that keeps its ids in the one set 'seen'), and the line's
--- content fingerprint (below 2^32).
+-- amount = hi * 10^9 + lo, invoice time (epoch seconds), the event id's CRC-32 (which picks
+-- its bucket seen:<n>, see Buckets; '' for a prefix that keeps its ids in the one set
+-- 'seen'), and the line's content fingerprint (below 2^32).
 --
 -- All or nothing. A first pass only reads: it sorts lines into stale, beyond the retention
 -- (dated before the cutoff day, see below), duplicate (an applied event_id with the same
@@ -33,6 +33,16 @@
 -- fingerprints, invoices as plain sets) is read as it is, and rewritten as sorted sets
 -- stamped with the watermark's day when next written or visited: no line of theirs is
 -- later than that, so they expire no sooner than they should.
+--
+-- Buckets. The ids are spread over buckets by linear hashing, so that each stays a small,
+-- compact sorted set however many ids the retention holds. 'seen_buckets' (N, set by the
+-- first writer) and 'seen_split' (s, 0 <= s < N) give the layout: an id of CRC-32 h is in
+-- bucket h mod N, or h mod 2N when that is below s. 'seen_n' counts the ids held. When
+-- they pass LOAD per bucket, bucket s is split: its ids of h mod 2N = s + N move to bucket
+-- s + N, s moves on, and at N the round ends (N doubles, s is 0). Each split rewrites both
+-- buckets whole, so a bucket that grew past Redis's compact size becomes compact again. A
+-- call splits at most what its new ids need plus SPLITS_AHEAD, so a prefix far past its
+-- size catches up over many calls, never in one long one.
 --
 -- Money is exact: Lua numbers are doubles, exact only below 2^53, so amounts are summed as two
 -- parts that each stay far below it, and written as decimal strings that Redis adds as 64-bit
@@ -63,6 +73,21 @@ local keep_days = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
 local FIRST = 9
 local WIDTH = 11
+local LOAD = 40
+local SPLITS_AHEAD = 32
+
+-- The bucket layout (see Buckets); nb is 0 for a prefix with the one set 'seen'.
+local nb = tonumber(redis.call('GET', p .. 'seen_buckets') or '0')
+local split = tonumber(redis.call('GET', p .. 'seen_split') or '0')
+local layout_changed = false
+
+-- The bucket key of an id of CRC-32 `h` (a decimal string).
+local function bucket_key(h)
+  local n = tonumber(h)
+  local b = n % nb
+  if b < split then b = n % (2 * nb) end
+  return seen .. ':' .. string.format('%.0f', b)
+end
 
 -- The cutoff day: lines dated before it are refused. nil: no cutoff (yet).
 local wm0 = tonumber(redis.call('GET', p .. 'watermark') or '-1')
@@ -97,12 +122,12 @@ local function old_format(answer)
 end
 
 -- The fingerprint an event id was first applied with: nil if never, '' if not recorded.
-local function applied_as(id, bucket)
-  if bucket == '' then
+local function applied_as(id, h)
+  if h == '' then
     if redis.call('SISMEMBER', seen, id) == 1 then return '' end
     return nil
   end
-  local key = seen .. ':' .. bucket
+  local key = bucket_key(h)
   local got = redis.pcall('ZSCORE', key, id)
   if old_format(got) then got = redis.call('HGET', key, id) end -- a bare fingerprint
   if got == false then return nil end
@@ -257,14 +282,30 @@ local function zcall(command, key, ...)
   return answer
 end
 
+-- The count of ids held (see Buckets): counted once, on a prefix written before it was kept.
+local held, counted = nil, false
+if nb > 0 then
+  held = tonumber(redis.call('GET', p .. 'seen_n') or '')
+  if held == nil then
+    held, counted = 0, true
+    for b = 0, nb + split - 1 do
+      local key = seen .. ':' .. b
+      local size = redis.pcall('ZCARD', key)
+      if old_format(size) then size = redis.call('HLEN', key) end
+      held = held + size
+    end
+  end
+end
+local held_before = held
+
 for _, j in ipairs(fresh) do
-  local bucket = ARGV[j + 9]
-  if bucket == '' then
+  local h = ARGV[j + 9]
+  if h == '' then
     redis.call('SADD', seen, ARGV[j + 1])
   else
     local day = math.floor(tonumber(ARGV[j + 8]) / DAY)
     local score = string.format('%.0f', day * P32 + tonumber(ARGV[j + 10]))
-    zcall('ZADD', seen .. ':' .. bucket, score, ARGV[j + 1])
+    held = held + zcall('ZADD', bucket_key(h), score, ARGV[j + 1])
   end
 end
 
@@ -331,21 +372,22 @@ local cut = cutoff_for(wm1)
 if keep_days > 0 and cut ~= nil and cut ~= tonumber(rstate[1] or '') then set('cutoff', cut) end
 
 -- Forget what one sorted set (a bucket, or a customer's invoices) holds from before the
--- cutoff, and note the earliest day it still holds.
+-- cutoff, and note the earliest day it still holds; returns how many it forgot.
 local function forget(key, scale)
-  zcall('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', cut * scale))
+  local gone = zcall('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.0f', cut * scale))
   local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
   if first[2] then
     local day = math.floor(tonumber(first[2]) / scale)
     if day < pmin then pmin = day end
   end
+  return gone
 end
 
 -- One step of a pass: up to `visits` buckets, then customers' invoice sets. A pass starts
 -- when something held may be dated before the cutoff, and ends by writing the earliest day
 -- still held as 'oldest'.
 local function prune(visits)
-  local buckets = tonumber(redis.call('GET', p .. 'seen_buckets') or '0')
+  local buckets = nb + split
   local nxt, scan = 0, '0'
   if pass then
     nxt, scan = tonumber(rstate[4] or '0'), rstate[5] or '0'
@@ -353,7 +395,7 @@ local function prune(visits)
     pass, pmin = true, (fresh_min or NONE)
   end
   while visits > 0 and nxt < buckets do
-    forget(seen .. ':' .. nxt, P32)
+    held = held - forget(seen .. ':' .. nxt, P32)
     visits = visits - 1
     nxt = nxt + 1
   end
@@ -390,4 +432,65 @@ elseif pass and fresh_min ~= nil then
   set('pmin', pmin)
 end
 if #changed > 0 then redis.call('HSET', ret, unpack(changed)) end
+
+-- Growth (see Buckets).
+local CRC = nil
+local function crc32(text)
+  if CRC == nil then
+    CRC = {}
+    for k = 0, 255 do
+      local c = k
+      for _ = 1, 8 do
+        if bit.band(c, 1) == 1 then c = bit.bxor(0xEDB88320, bit.rshift(c, 1)) else
+          c = bit.rshift(c, 1)
+        end
+      end
+      CRC[k] = c
+    end
+  end
+  local c = 0xFFFFFFFF
+  for k = 1, #text do
+    c = bit.bxor(CRC[bit.band(bit.bxor(c, string.byte(text, k)), 0xFF)], bit.rshift(c, 8))
+  end
+  return bit.bxor(c, 0xFFFFFFFF) % P32 -- bit works on signed 32-bit numbers
+end
+
+local function zadd_all(key, pairs_)
+  for k = 1, #pairs_, 1000 do
+    redis.call('ZADD', key, unpack(pairs_, k, math.min(k + 999, #pairs_)))
+  end
+end
+
+local function split_next()
+  local from, to = seen .. ':' .. split, seen .. ':' .. (split + nb)
+  local all = zcall('ZRANGE', from, 0, -1, 'WITHSCORES')
+  local stay, move = {}, {}
+  for k = 1, #all, 2 do
+    local side = stay
+    if crc32(all[k]) % (2 * nb) ~= split then side = move end
+    side[#side + 1] = all[k + 1]
+    side[#side + 1] = all[k]
+  end
+  redis.call('DEL', from, to)
+  zadd_all(from, stay)
+  zadd_all(to, move)
+  split = split + 1
+  if split == nb then nb, split = 2 * nb, 0 end
+  layout_changed = true
+end
+
+if held ~= nil then
+  local splits = math.ceil((held - held_before) / LOAD) + SPLITS_AHEAD
+  while splits > 0 and held > LOAD * (nb + split) do
+    split_next()
+    splits = splits - 1
+  end
+  if counted or held ~= held_before then
+    redis.call('SET', p .. 'seen_n', string.format('%.0f', held))
+  end
+  if layout_changed then
+    redis.call('SET', p .. 'seen_buckets', nb)
+    redis.call('SET', p .. 'seen_split', split)
+  end
+end
 return {#fresh, dup, stale}

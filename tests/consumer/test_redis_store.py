@@ -1,5 +1,5 @@
-"""What only the Redis store has: applied event ids in buckets, their count fixed per prefix,
-and how it forgets them past the retention (the contract tests check what both stores do)."""
+"""What only the Redis store has: applied event ids in buckets that split as they grow, and
+how it forgets them past the retention (the contract tests check what both stores do)."""
 
 from __future__ import annotations
 
@@ -31,9 +31,10 @@ def test_event_ids_go_to_their_crc32_bucket(redis_client, redis_prefix):
         assert score is not None
         assert divmod(int(score), P32) == (line_.invoice_ts // DAY, fingerprint(line_))
     kinds = seen_keys(redis_client, redis_prefix)
-    assert kinds.pop("seen_buckets") == "string"
+    assert kinds.pop("seen_buckets") == kinds.pop("seen_n") == "string"
     assert "seen" not in kinds and set(kinds.values()) == {"zset"}
     assert sum(redis_client.zcard(f"{redis_prefix}{k}") for k in kinds) == len(LINES)
+    assert redis_client.get(f"{redis_prefix}seen_n") == str(len(LINES)).encode()
 
 
 def test_the_first_writers_bucket_count_stays(redis_client, redis_prefix):
@@ -195,19 +196,121 @@ def test_a_report_key_of_another_type_is_read_as_unusable_and_overwritten(
     assert store.saved_report() == (b"{}", at)
 
 
-def test_buckets_fuller_than_redis_keeps_compact_are_reported_with_a_count_that_fits(
+def purchases(count: int, first: int = 0, customers: int = 97) -> list:
+    """``count`` purchase lines with ids of their own, over ``customers`` customers and a
+    month of days."""
+    return [
+        line(f"i{n}:{n % 3}", f"i{n}", f"k{n % customers}", 1 + n % 5, 1_250_000, (n % 30) * DAY)
+        for n in range(first, first + count)
+    ]
+
+
+def buckets_of(client, prefix: str) -> dict[str, list[bytes]]:
+    return {
+        key.decode()[len(prefix) :]: client.zrange(key, 0, -1)
+        for key in client.scan_iter(match=f"{prefix}seen:*", count=10_000)
+    }
+
+
+def test_buckets_split_as_ids_come_and_every_id_is_still_found(redis_client, redis_prefix):
+    store = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=1)
+    lines = purchases(6_000)
+    for start in range(0, len(lines), 500):
+        block = [(start + i, ln) for i, ln in enumerate(lines[start : start + 500])]
+        assert store.apply("t", 0, block, start + 499).applied == 500
+
+    buckets = buckets_of(redis_client, redis_prefix)
+    # From one bucket to at least 6,000 / 40: each split moved about half a bucket.
+    assert len(buckets) >= 6_000 / 40
+    held = sorted(event_id.decode() for ids in buckets.values() for event_id in ids)
+    assert held == sorted(ln.event_id for ln in lines)  # each id once, none lost in a move
+    assert redis_client.get(f"{redis_prefix}seen_n") == b"6000"
+    assert max(len(ids) for ids in buckets.values()) <= 128
+    assert {redis_client.object("encoding", f"{redis_prefix}{k}") for k in buckets} == {b"listpack"}
+    # Every id is looked up where it now lives: all repeats, in another topic's offsets.
+    again = store.apply("u", 0, list(enumerate(lines)), len(lines) - 1)
+    assert (again.applied, again.duplicates) == (0, 6_000)
+    other = line("i4321:1", "i4321", "k0", 9, 1_250_000, 0)  # an applied id, new content
+    refused = store.apply("u", 0, [(6_000, other)], 6_000).refused
+    assert [r.reason for r in refused] == ["conflicting_duplicate"]
+    # The features are those of the lines, counted once (worked out from the lines).
+    spent = {f"k{k}": 0 for k in range(97)}
+    for ln in lines:
+        spent[ln.customer_id] += ln.quantity * 1_250_000
+    loaded = store.load(list(spent))
+    assert {c.customer_id: c.state.revenue_micros for c in loaded} == spent
+
+
+def test_an_overfull_prefix_from_before_the_splits_catches_up_and_is_compact_again(
     redis_client, redis_prefix
 ):
-    ids = [line(f"i{n}:0", f"i{n}", "1", 1, 1_000_000, 10 * DAY) for n in range(600)]
-    full = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=2)
-    full.apply("t", 0, list(enumerate(ids)), len(ids) - 1)
-    assert full.seen_per_bucket() == (300.0, 2)  # 600 ids over both buckets, both sampled
-    assert full.compact_entries() == 128  # the services' Redis runs with the default
-    warning = bucket_warning(full)
-    assert warning is not None
-    assert "about 300 in each of the 2 buckets" in warning
-    assert "INSIDERS_SEEN_BUCKETS=8" in warning  # 600 ids / 100 a bucket, rounded up to 2^n
+    # What the release before splits left: one bucket of 3,000 ids (a skiplist), no count.
+    lines = purchases(3_000)
+    for start in range(0, 3_000, 500):
+        redis_client.zadd(
+            f"{redis_prefix}seen:0",
+            {
+                ln.event_id: (ln.invoice_ts // DAY) * P32 + fingerprint(ln)
+                for ln in lines[start : start + 500]
+            },
+        )
+    redis_client.set(f"{redis_prefix}seen_buckets", 1)
+    assert redis_client.object("encoding", f"{redis_prefix}seen:0") == b"skiplist"
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    assert bucket_warning(store) is not None  # 3,000 in one bucket
 
-    roomy = RedisFeatureStore(redis_client, redis_prefix + "roomy:", seen_buckets=64)
+    fresh = purchases(1, first=3_000)
+    assert store.apply("t", 0, [(0, fresh[0])], 0).applied == 1
+    # Counted once (3,001), then at most 33 splits a call: 34 buckets, still about 88 each.
+    assert redis_client.get(f"{redis_prefix}seen_n") == b"3001"
+    assert len(buckets_of(redis_client, redis_prefix)) == 34
+    for k in range(1, 20):  # empty calls go on splitting, a bounded number each
+        store.apply("t", 0, [], k)
+    buckets = buckets_of(redis_client, redis_prefix)
+    assert 3_001 / 40 <= len(buckets) <= 3_001 / 40 + 33
+    assert {redis_client.object("encoding", f"{redis_prefix}{k}") for k in buckets} == {b"listpack"}
+    assert bucket_warning(store) is None
+    again = store.apply("u", 0, list(enumerate(lines + fresh)), 3_000)
+    assert (again.applied, again.duplicates) == (0, 3_001)
+
+
+def test_the_count_of_ids_follows_what_retention_forgets(redis_client, redis_prefix):
+    store = RedisFeatureStore(
+        redis_client, redis_prefix, seen_buckets=2, retention=Retention(dedupe_days=10)
+    )
+    d0 = 15_000 * DAY
+    offset = 0
+    for day in range(0, 60, 3):
+        block = days_of(d0, range(day, day + 3), customers=40)
+        store.apply("t", 0, [(offset + i, ln) for i, ln in enumerate(block)], offset + 119)
+        offset += 120
+        held = sum(bucket_sizes(redis_client, redis_prefix).values())
+        assert redis_client.get(f"{redis_prefix}seen_n") == str(held).encode()
+    # Ten days and the last block's three at most, forty ids a day, went on being forgotten.
+    assert held <= 40 * 14
+    assert len(bucket_sizes(redis_client, redis_prefix)) > 2  # they split meanwhile
+
+
+def test_buckets_fuller_than_redis_keeps_compact_are_reported(redis_client, redis_prefix):
+    ids = [line(f"i{n}:0", f"i{n}", "1", 1, 1_000_000, 10 * DAY) for n in range(600)]
+    roomy = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=2)
     roomy.apply("t", 0, list(enumerate(ids)), len(ids) - 1)
+    assert roomy.compact_entries() == 128  # the services' Redis runs with the default
+    per_bucket, buckets = roomy.seen_per_bucket()
+    assert buckets >= 600 / 40 and per_bucket <= 40  # split from 2 as the ids came
     assert bucket_warning(roomy) is None
+
+
+def test_ids_of_any_characters_are_split_where_the_consumer_looks_for_them(
+    redis_client, redis_prefix
+):
+    # Lookups pick the bucket by Python's CRC-32 of the id's UTF-8; splits by the script's.
+    names = ["Ünïcödé", "日本語", "🛒", "a b\tc", "x" * 200, "quote\"'", "\\0"]
+    lines = [
+        line(f"{names[n % len(names)]}:{n}", f"v{n}", "k1", 1, 1_000_000, DAY) for n in range(700)
+    ]
+    store = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=1)
+    assert store.apply("t", 0, list(enumerate(lines)), 699).applied == 700
+    assert len(buckets_of(redis_client, redis_prefix)) >= 700 / 40
+    again = store.apply("u", 0, list(enumerate(lines)), 699)
+    assert (again.applied, again.duplicates) == (0, 700)
