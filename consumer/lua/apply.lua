@@ -80,6 +80,10 @@ local SPLITS_AHEAD = 32
 local nb = tonumber(redis.call('GET', p .. 'seen_buckets') or '0')
 local split = tonumber(redis.call('GET', p .. 'seen_split') or '0')
 local layout_changed = false
+if nb == 0 and (ARGV[FIRST + 9] or '') ~= '' then
+  -- The caller read a bucket count that is gone: the prefix was emptied since.
+  return redis.error_reply('INSIDERS_DIVERGED epoch')
+end
 
 -- The bucket key of an id of CRC-32 `h` (a decimal string).
 local function bucket_key(h)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import zlib
 
+import pytest
+
 from consumer.ports import Retention
 from consumer.redis_store import RedisFeatureStore
 from consumer.service import bucket_warning
+from segmenter.errors import StoreDiverged
 from segmenter.lines import fingerprint
 from tests.contract.test_feature_store import DAY, LINES, line
 
@@ -314,3 +317,15 @@ def test_ids_of_any_characters_are_split_where_the_consumer_looks_for_them(
     assert len(buckets_of(redis_client, redis_prefix)) >= 700 / 40
     again = store.apply("u", 0, list(enumerate(lines)), 699)
     assert (again.applied, again.duplicates) == (0, 700)
+
+
+def test_a_prefix_emptied_under_an_unfenced_store_is_refused_not_written_bucketless(
+    redis_client, redis_prefix
+):
+    store = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=4)
+    store.apply("t", 0, list(enumerate(LINES[:2])), 1)
+    for key in redis_client.scan_iter(match=redis_prefix + "*"):
+        redis_client.delete(key)  # what a Redis restarted without its data holds
+    with pytest.raises(StoreDiverged, match="holds no state"):
+        store.apply("t", 0, [(2, LINES[2])], 2)
+    assert list(redis_client.scan_iter(match=redis_prefix + "*")) == []

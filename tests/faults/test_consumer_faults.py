@@ -54,6 +54,7 @@ class Clean:
     features: pd.DataFrame
     events: set[tuple[str, bytes]]
     lines: int
+    ids: int  # distinct event ids applied
 
 
 def canonical(event: dict) -> tuple[str, bytes]:
@@ -68,7 +69,8 @@ def clean_run(path: Path) -> Clean:
     for block in FileInvoiceSource(path, ConsumerSettings().block_size).blocks():
         pipeline.process(block)
         lines += len(block)
-    return Clean(export_frame(store, store.watermark()), {canonical(e) for e in sink.events}, lines)
+    frame = export_frame(store, store.watermark())
+    return Clean(frame, {canonical(e) for e in sink.events}, lines, len(store.seen))
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +104,9 @@ def consumer_env(bootstrap: str, redis_url: str, prefix: str, topic: str) -> dic
         "INSIDERS_TOPIC": topic,
         "INSIDERS_GROUP": f"g-{prefix}",
         "INSIDERS_EVENTS_TOPIC": f"{topic}.events-{uuid.uuid4().hex[:8]}",
+        # Few buckets for the file's ids: they split from 41,000 ids on, so the faults land
+        # while the applied ids' buckets grow (see ids_in_step).
+        "INSIDERS_SEEN_BUCKETS": "1024",
     }
 
 
@@ -149,6 +154,20 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
         assert time.monotonic() - started < timeout, f"timed out after {timeout}s: {what}"
         time.sleep(0.1)
     return time.monotonic() - started
+
+
+def ids_in_step(client: redis.Redis, prefix: str) -> int:
+    """The applied ids Redis holds, after checking that the buckets grew from 1,024 and that
+    the count the apply script keeps agrees with what the buckets hold."""
+    layout = client.mget(f"{prefix}seen_buckets", f"{prefix}seen_split")
+    buckets = int(layout[0]) + int(layout[1] or 0)
+    assert buckets > 1024, "the buckets split during the run"
+    pipe = client.pipeline(transaction=False)
+    for n in range(buckets):
+        pipe.zcard(f"{prefix}seen:{n}")
+    held = sum(pipe.execute())
+    assert int(client.get(f"{prefix}seen_n")) == held
+    return held
 
 
 def outcome(
@@ -220,6 +239,7 @@ def test_sigkill_five_times(
     )
     assert kills == sorted(kills) and kills[-1] < last, "every kill came before the end"
     assert_same_as_clean(clean, frame, on_topic)
+    assert ids_in_step(redis_client, prefix) == clean.ids
     assert redis_client.get(f"{prefix}writer") is None  # the clean stop released the lock
 
 
@@ -256,6 +276,7 @@ def test_redis_killed_mid_stream(persistence, clean, full_topic, kafka_bootstrap
             assert "holds no state of prefix" not in text
         assert "Redis did not answer" in text and "resuming from what Redis holds now" in text
         assert_same_as_clean(clean, frame, on_topic)
+        assert ids_in_step(client, prefix) == clean.ids
     finally:
         server.stop()
 
@@ -283,6 +304,7 @@ def test_kafka_broker_restarted_mid_stream(clean, kafka_broker, redis_client, pr
         f"{len(on_topic):,} events on the topic, {len(set(on_topic)):,} distinct"
     )
     assert_same_as_clean(clean, frame, on_topic)
+    assert ids_in_step(redis_client, prefix) == clean.ids
 
 
 def set_max_message_bytes(bootstrap: str, topic: str, size: int) -> None:
