@@ -83,7 +83,7 @@ def main() -> None:
         "--seen-buckets",
         type=int,
         default=ConsumerSettings().seen_buckets,
-        help="INSIDERS_SEEN_BUCKETS: about the ids held / 100 keeps each bucket compact",
+        help="INSIDERS_SEEN_BUCKETS: the buckets a prefix starts with (they split as ids grow)",
     )
     args = parser.parse_args()
     subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)

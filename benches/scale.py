@@ -34,8 +34,8 @@ Goals (from the issue): replay and consume lines/s flat within 20% across sizes;
 and ``/dashboard`` p99 at most 100 ms at 1M customers; ``/customers/{id}`` p99 at most 50 ms
 under the dashboard load.
 
-Applied event ids are kept in ``INSIDERS_SEEN_BUCKETS`` buckets; a bucket past 128 ids is no
-longer compact in Redis, so by default each size gets about 100 ids a bucket (``--seen-buckets``).
+Applied event ids start in ``INSIDERS_SEEN_BUCKETS`` buckets (the service's default unless
+``--seen-buckets``), which split as the ids grow.
 Each size uses a topic, group and Redis prefix of its own (``scale-<tag>-<N>``,
 ``scale:<tag>:<N>:``), deleted afterwards unless ``--keep``. Progress goes to stderr, one
 markdown table to stdout. ``--runs`` repeats replay and consume (median, and the range).

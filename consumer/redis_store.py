@@ -4,8 +4,8 @@ Keys (all under a prefix, ``insiders:`` by default):
 ``c:<id>`` customer hash (running totals in micro-pounds and epoch seconds, plus status),
 ``ci:<id>`` the customer's purchase invoice numbers (a sorted set, scored by the invoice's
 latest day), ``seen:<n>`` applied event ids (sorted sets scored by day * 2^32 +
-fingerprint, spread by the id's CRC-32 over ``seen_buckets`` and ``seen_split`` by linear
-hashing, ``seen_n`` ids in all: see apply.lua),
+fingerprint, spread by the id's CRC-32 by linear hashing over the layout in the hash
+``seen_buckets``: see apply.lua),
 ``retention`` where forgetting ids and invoices past the retention stands (see apply.lua),
 ``offsets`` last applied offset per topic:partition, ``watermark`` latest event time,
 ``pending`` customers awaiting a segmentation step, ``customers`` ids with purchases,
@@ -240,22 +240,37 @@ class RedisFeatureStore:
         """
         if self._buckets_in_use is None:
             key = self._key("seen_buckets")
-            legacy = bool(self.client.exists(self._key("seen")))
-            self.client.set(key, 0 if legacy else self.seen_buckets, nx=True)
-            self._buckets_in_use = int(self.client.get(key) or 0)
+            kind = _str(self.client.type(key))
+            if kind == "none":
+                legacy = bool(self.client.exists(self._key("seen")))
+                self.client.hsetnx(key, "n", 0 if legacy else self.seen_buckets)
+                kind = "hash"
+            # A plain count: the release before's layout, turned into the hash by apply.lua.
+            raw: Any = self.client.hget(key, "n") if kind == "hash" else self.client.get(key)
+            self._buckets_in_use = int(raw or 0)
         return self._buckets_in_use
 
     def _key(self, name: str) -> str:
         return self.prefix + name
 
     def seen_per_bucket(self, sample: int = 64) -> tuple[float, int] | None:
-        """About how many applied ids a bucket holds (the mean size of ``sample`` buckets
-        spread over all of them), and how many buckets there are; None for a prefix that
-        keeps its ids in one set."""
+        """How many applied ids a bucket holds on average, and how many buckets there are;
+        None for a prefix that keeps its ids in one set, or has no layout (yet). The mean is
+        exact from the count apply.lua keeps; on a prefix of the release before, the mean
+        size of ``sample`` buckets spread over all of them."""
         if self._buckets() == 0:
             return None
-        layout: Any = self.client.mget(self._key("seen_buckets"), self._key("seen_split"))
-        buckets = int(layout[0]) + int(layout[1] or 0)
+        key = self._key("seen_buckets")
+        if _str(self.client.type(key)) == "hash":
+            layout: Any = self.client.hmget(key, ["n", "split", "held"])
+            if layout[0] is None or layout[2] is None:
+                return None  # emptied, or not yet counted (the next apply counts)
+            buckets = int(layout[0]) + int(layout[1] or 0)
+            return int(layout[2]) / buckets, buckets
+        raw: Any = self.client.get(key)
+        if raw is None:
+            return None
+        buckets = int(raw)
         picked = range(0, buckets, max(buckets // sample, 1))[:sample]
         pipe = self.client.pipeline(transaction=False)
         for n in picked:

@@ -35,14 +35,18 @@
 -- later than that, so they expire no sooner than they should.
 --
 -- Buckets. The ids are spread over buckets by linear hashing, so that each stays a small,
--- compact sorted set however many ids the retention holds. 'seen_buckets' (N, set by the
--- first writer) and 'seen_split' (s, 0 <= s < N) give the layout: an id of CRC-32 h is in
--- bucket h mod N, or h mod 2N when that is below s. 'seen_n' counts the ids held. When
--- they pass LOAD per bucket, bucket s is split: its ids of h mod 2N = s + N move to bucket
--- s + N, s moves on, and at N the round ends (N doubles, s is 0). Each split rewrites both
--- buckets whole, so a bucket that grew past Redis's compact size becomes compact again. A
--- call splits at most what its new ids need plus SPLITS_AHEAD, so a prefix far past its
--- size catches up over many calls, never in one long one.
+-- compact sorted set however many ids the retention holds. The hash 'seen_buckets' holds
+-- the layout: n (N, the first writer's count, then doubled by each round), split (s, below
+-- N) and held (the ids held in all). An id of CRC-32 h is in bucket h mod N, or h mod 2N
+-- when that is below s. When the ids pass LOAD per bucket, bucket s is split: its ids of
+-- h mod 2N = s + N move to bucket s + N, s moves on, and at N the round ends (N doubles, s
+-- is 0). Each split rewrites both buckets whole, so a bucket that grew past Redis's compact
+-- size becomes compact again. A call's splits read at most twice its new ids plus
+-- SPLIT_READS ids (and at least one bucket), so no call grows long: a prefix far past its
+-- size catches up over many calls. A prefix of the release before holds a plain count
+-- there (N, never split): it is read as such, and this script's first write turns it into
+-- the hash, which that release cannot read: it stops with WRONGTYPE rather than look ids
+-- up in the wrong buckets.
 --
 -- Money is exact: Lua numbers are doubles, exact only below 2^53, so amounts are summed as two
 -- parts that each stay far below it, and written as decimal strings that Redis adds as 64-bit
@@ -74,11 +78,18 @@ local budget = tonumber(ARGV[8])
 local FIRST = 9
 local WIDTH = 11
 local LOAD = 40
-local SPLITS_AHEAD = 32
+local SPLIT_READS = 16384
 
 -- The bucket layout (see Buckets); nb is 0 for a prefix with the one set 'seen'.
-local nb = tonumber(redis.call('GET', p .. 'seen_buckets') or '0')
-local split = tonumber(redis.call('GET', p .. 'seen_split') or '0')
+local layout = p .. 'seen_buckets'
+local layout_type = redis.call('TYPE', layout)['ok']
+local nb, split, held_stored = 0, 0, nil
+if layout_type == 'hash' then
+  local v = redis.call('HMGET', layout, 'n', 'split', 'held')
+  nb, split, held_stored = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '')
+elseif layout_type == 'string' then
+  nb = tonumber(redis.call('GET', layout))
+end
 local layout_changed = false
 if nb == 0 and (ARGV[FIRST + 9] or '') ~= '' then
   -- The caller read a bucket count that is gone: the prefix was emptied since.
@@ -286,21 +297,24 @@ local function zcall(command, key, ...)
   return answer
 end
 
+-- The size of a bucket, in either format.
+local function bucket_size(key)
+  local size = redis.pcall('ZCARD', key)
+  if old_format(size) then size = redis.call('HLEN', key) end
+  return size
+end
+
 -- The count of ids held (see Buckets): counted once, on a prefix written before it was kept.
 local held, counted = nil, false
 if nb > 0 then
-  held = tonumber(redis.call('GET', p .. 'seen_n') or '')
+  held = held_stored
   if held == nil then
     held, counted = 0, true
-    for b = 0, nb + split - 1 do
-      local key = seen .. ':' .. b
-      local size = redis.pcall('ZCARD', key)
-      if old_format(size) then size = redis.call('HLEN', key) end
-      held = held + size
-    end
+    for b = 0, nb + split - 1 do held = held + bucket_size(seen .. ':' .. b) end
   end
 end
 local held_before = held
+local added = 0
 
 for _, j in ipairs(fresh) do
   local h = ARGV[j + 9]
@@ -309,7 +323,7 @@ for _, j in ipairs(fresh) do
   else
     local day = math.floor(tonumber(ARGV[j + 8]) / DAY)
     local score = string.format('%.0f', day * P32 + tonumber(ARGV[j + 10]))
-    held = held + zcall('ZADD', bucket_key(h), score, ARGV[j + 1])
+    added = added + zcall('ZADD', bucket_key(h), score, ARGV[j + 1])
   end
 end
 
@@ -484,17 +498,17 @@ local function split_next()
 end
 
 if held ~= nil then
-  local splits = math.ceil((held - held_before) / LOAD) + SPLITS_AHEAD
-  while splits > 0 and held > LOAD * (nb + split) do
+  held = held + added
+  local reads, first = 2 * added + SPLIT_READS, true
+  while held > LOAD * (nb + split) do
+    local size = bucket_size(seen .. ':' .. split)
+    if size > reads and not first then break end
     split_next()
-    splits = splits - 1
+    reads, first = reads - size, false
   end
-  if counted or held ~= held_before then
-    redis.call('SET', p .. 'seen_n', string.format('%.0f', held))
-  end
-  if layout_changed then
-    redis.call('SET', p .. 'seen_buckets', nb)
-    redis.call('SET', p .. 'seen_split', split)
+  if counted or held ~= held_before or layout_changed or layout_type ~= 'hash' then
+    if layout_type ~= 'hash' then redis.call('DEL', layout) end
+    redis.call('HSET', layout, 'n', nb, 'split', split, 'held', string.format('%.0f', held))
   end
 end
 return {#fresh, dup, stale}

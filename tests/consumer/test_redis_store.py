@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 
 import pytest
+import redis
 
 from consumer.ports import Retention
 from consumer.redis_store import RedisFeatureStore
@@ -34,10 +35,10 @@ def test_event_ids_go_to_their_crc32_bucket(redis_client, redis_prefix):
         assert score is not None
         assert divmod(int(score), P32) == (line_.invoice_ts // DAY, fingerprint(line_))
     kinds = seen_keys(redis_client, redis_prefix)
-    assert kinds.pop("seen_buckets") == kinds.pop("seen_n") == "string"
+    assert kinds.pop("seen_buckets") == "hash"
     assert "seen" not in kinds and set(kinds.values()) == {"zset"}
     assert sum(redis_client.zcard(f"{redis_prefix}{k}") for k in kinds) == len(LINES)
-    assert redis_client.get(f"{redis_prefix}seen_n") == str(len(LINES)).encode()
+    assert layout(redis_client, redis_prefix) == {"n": 16, "split": 0, "held": len(LINES)}
 
 
 def test_the_first_writers_bucket_count_stays(redis_client, redis_prefix):
@@ -48,7 +49,7 @@ def test_the_first_writers_bucket_count_stays(redis_client, redis_prefix):
     later = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=4096)
     result = later.apply("u", 0, list(enumerate(LINES)), len(LINES) - 1)
     assert (result.applied, result.duplicates) == (0, len(LINES))
-    assert redis_client.get(f"{redis_prefix}seen_buckets") == b"16"
+    assert layout(redis_client, redis_prefix)["n"] == 16
 
 
 def test_a_prefix_written_before_buckets_keeps_its_set(redis_client, redis_prefix):
@@ -208,6 +209,11 @@ def purchases(count: int, first: int = 0, customers: int = 97) -> list:
     ]
 
 
+def layout(client, prefix: str) -> dict[str, int]:
+    """The applied ids' bucket layout: n, split and the ids held."""
+    return {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}seen_buckets").items()}
+
+
 def buckets_of(client, prefix: str) -> dict[str, list[bytes]]:
     return {
         key.decode()[len(prefix) :]: client.zrange(key, 0, -1)
@@ -227,7 +233,7 @@ def test_buckets_split_as_ids_come_and_every_id_is_still_found(redis_client, red
     assert len(buckets) >= 6_000 / 40
     held = sorted(event_id.decode() for ids in buckets.values() for event_id in ids)
     assert held == sorted(ln.event_id for ln in lines)  # each id once, none lost in a move
-    assert redis_client.get(f"{redis_prefix}seen_n") == b"6000"
+    assert layout(redis_client, redis_prefix)["held"] == 6000
     assert max(len(ids) for ids in buckets.values()) <= 128
     assert {redis_client.object("encoding", f"{redis_prefix}{k}") for k in buckets} == {b"listpack"}
     # Every id is looked up where it now lives: all repeats, in another topic's offsets.
@@ -247,7 +253,8 @@ def test_buckets_split_as_ids_come_and_every_id_is_still_found(redis_client, red
 def test_an_overfull_prefix_from_before_the_splits_catches_up_and_is_compact_again(
     redis_client, redis_prefix
 ):
-    # What the release before splits left: one bucket of 3,000 ids (a skiplist), no count.
+    # What the release before splits left: one bucket of 3,000 ids (a skiplist), a plain
+    # bucket count and no count of ids.
     lines = purchases(3_000)
     for start in range(0, 3_000, 500):
         redis_client.zadd(
@@ -265,12 +272,12 @@ def test_an_overfull_prefix_from_before_the_splits_catches_up_and_is_compact_aga
     fresh = purchases(1, first=3_000)
     assert store.apply("t", 0, [(0, fresh[0])], 0).applied == 1
     # Counted once (3,001), then at most 33 splits a call: 34 buckets, still about 88 each.
-    assert redis_client.get(f"{redis_prefix}seen_n") == b"3001"
-    assert len(buckets_of(redis_client, redis_prefix)) == 34
-    for k in range(1, 20):  # empty calls go on splitting, a bounded number each
+    assert layout(redis_client, redis_prefix)["held"] == 3_001
+    assert len(buckets_of(redis_client, redis_prefix)) > 1
+    for k in range(1, 20):  # later calls go on splitting, a bounded amount each
         store.apply("t", 0, [], k)
     buckets = buckets_of(redis_client, redis_prefix)
-    assert 3_001 / 40 <= len(buckets) <= 3_001 / 40 + 33
+    assert 3_001 / 40 <= len(buckets) < 3_001 / 40 * 2
     assert {redis_client.object("encoding", f"{redis_prefix}{k}") for k in buckets} == {b"listpack"}
     assert bucket_warning(store) is None
     again = store.apply("u", 0, list(enumerate(lines + fresh)), 3_000)
@@ -288,7 +295,7 @@ def test_the_count_of_ids_follows_what_retention_forgets(redis_client, redis_pre
         store.apply("t", 0, [(offset + i, ln) for i, ln in enumerate(block)], offset + 119)
         offset += 120
         held = sum(bucket_sizes(redis_client, redis_prefix).values())
-        assert redis_client.get(f"{redis_prefix}seen_n") == str(held).encode()
+        assert layout(redis_client, redis_prefix)["held"] == held
     # Ten days and the last block's three at most, forty ids a day, went on being forgotten.
     assert held <= 40 * 14
     assert len(bucket_sizes(redis_client, redis_prefix)) > 2  # they split meanwhile
@@ -329,3 +336,31 @@ def test_a_prefix_emptied_under_an_unfenced_store_is_refused_not_written_bucketl
     with pytest.raises(StoreDiverged, match="holds no state"):
         store.apply("t", 0, [(2, LINES[2])], 2)
     assert list(redis_client.scan_iter(match=redis_prefix + "*")) == []
+
+
+def test_a_call_splits_a_bounded_number_of_ids(redis_client, redis_prefix):
+    # Four buckets of 20,000 ids (the release before, far past its size): a call reads at
+    # most twice its new ids plus 16,384 to split, and at least one bucket, so one split.
+    lines = purchases(80_000)
+    for start in range(0, 80_000, 5_000):
+        pipe = redis_client.pipeline(transaction=False)
+        for ln in lines[start : start + 5_000]:
+            bucket = zlib.crc32(ln.event_id.encode()) % 4
+            score = (ln.invoice_ts // DAY) * P32 + fingerprint(ln)
+            pipe.zadd(f"{redis_prefix}seen:{bucket}", {ln.event_id: score})
+        pipe.execute()
+    redis_client.set(f"{redis_prefix}seen_buckets", 4)
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    store.apply("t", 0, [(0, purchases(1, first=80_000)[0])], 0)
+    assert layout(redis_client, redis_prefix) == {"n": 4, "split": 1, "held": 80_001}
+    again = store.apply("u", 0, list(enumerate(lines[:5_000])), 4_999)
+    assert (again.applied, again.duplicates) == (0, 5_000)
+
+
+def test_the_release_before_cannot_read_the_layout_and_stops(redis_client, redis_prefix):
+    # It read the bucket count with GET and computed crc32 % count, which a split prefix
+    # would answer with the wrong buckets; the hash makes that GET fail instead.
+    store = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=1)
+    store.apply("t", 0, list(enumerate(purchases(100))), 99)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        redis_client.get(f"{redis_prefix}seen_buckets")

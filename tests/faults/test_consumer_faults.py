@@ -159,14 +159,14 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
 def ids_in_step(client: redis.Redis, prefix: str) -> int:
     """The applied ids Redis holds, after checking that the buckets grew from 1,024 and that
     the count the apply script keeps agrees with what the buckets hold."""
-    layout = client.mget(f"{prefix}seen_buckets", f"{prefix}seen_split")
-    buckets = int(layout[0]) + int(layout[1] or 0)
+    layout = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}seen_buckets").items()}
+    buckets = layout["n"] + layout.get("split", 0)
     assert buckets > 1024, "the buckets split during the run"
     pipe = client.pipeline(transaction=False)
     for n in range(buckets):
         pipe.zcard(f"{prefix}seen:{n}")
     held = sum(pipe.execute())
-    assert int(client.get(f"{prefix}seen_n")) == held
+    assert layout["held"] == held
     return held
 
 
