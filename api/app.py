@@ -51,6 +51,7 @@ from api.security import ApiKeys, require_key, require_page_key
 from api.snapshots import ReportSnapshots, Snapshot
 from api.stream import EventTail, follow
 from api.subscriptions import router as subscriptions_router
+from consumer.event_codec import UnreadableEvent
 from consumer.ports import Customer, FeatureStore
 from consumer.ports import EventPage as StoredPage
 from consumer.subscriptions import UnreadableSubscription
@@ -276,6 +277,12 @@ def create_app(
     @app.exception_handler(UnreadableSubscription)
     async def subscription_unusable(request: Request, exc: UnreadableSubscription) -> JSONResponse:
         detail = f"a webhook subscription in {name} is unusable: {exc}"
+        log.error("%s %s: %s", request.method, request.url.path, detail)
+        return JSONResponse({"detail": detail}, status_code=503)
+
+    @app.exception_handler(UnreadableEvent)
+    async def event_unusable(request: Request, exc: UnreadableEvent) -> JSONResponse:
+        detail = f"an event in {name} is unusable: {exc}"
         log.error("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=503)
 

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 import redis
 
+from consumer.event_codec import pack, unpack
 from consumer.ports import (
     DEFAULT_RETENTION,
     EVENT_HOLDS,
@@ -387,7 +388,7 @@ class RedisFeatureStore:
                     pipe.zrem(insiders, cid)
             histories = set()
             for event in result.events:
-                doc = orjson.dumps(event.as_dict())
+                doc = pack(orjson.dumps(event.as_dict()))
                 pipe.xadd(self._key("events"), {"e": doc})
                 pipe.rpush(self._key("h:" + event.customer_id), doc)
                 histories.add(event.customer_id)
@@ -461,8 +462,9 @@ class RedisFeatureStore:
             yield from self.load(batch)
 
     def history(self, customer_id: str) -> list[dict[str, object]]:
-        raw: Any = self.client.lrange(self._key("h:" + customer_id), 0, -1)
-        return [orjson.loads(doc) for doc in raw]
+        key = self._key("h:" + customer_id)
+        raw: Any = self.client.lrange(key, 0, -1)
+        return [unpack(doc, key) for doc in raw]
 
     def event_counts(self) -> dict[str, int]:
         raw: Any = self.client.hgetall(self._key("event_counts"))
@@ -486,8 +488,9 @@ class RedisFeatureStore:
 
     def events(self, after: str | None, limit: int) -> EventPage:
         start = f"({after}" if after else "-"
-        entries: Any = self.client.xrange(self._key("events"), min=start, count=limit)
-        events = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        key = self._key("events")
+        entries: Any = self.client.xrange(key, min=start, count=limit)
+        events = [unpack(fields[b"e"], f"{key} {_str(entry)}") for entry, fields in entries]
         cursors = tuple(_str(entry_id) for entry_id, _ in entries)
         return EventPage(events, cursors[-1] if cursors else None, cursors)
 
@@ -512,7 +515,7 @@ class RedisFeatureStore:
         if not found:
             return EventPage([], after if newest else None)
         entries = found[0][1]
-        events = [orjson.loads(fields[b"e"]) for _, fields in entries]
+        events = [unpack(fields[b"e"], f"{key} {_str(entry)}") for entry, fields in entries]
         cursors = tuple(_str(entry_id) for entry_id, _ in entries)
         return EventPage(events, cursors[-1], cursors)
 
