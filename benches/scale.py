@@ -465,7 +465,7 @@ def main() -> None:
         type=int,
         metavar="N",
         help="INSIDERS_SEEN_BUCKETS for each prefix, the buckets it starts with (default: the "
-        "environment's, or the service's 8192)",
+        "environment's, or the service's 1024)",
     )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)

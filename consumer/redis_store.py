@@ -70,9 +70,10 @@ _LOAD = (
 # Applied event ids live in small sorted sets, not one set: Redis keeps a sorted set of at
 # most 128 members (zset-max-listpack-entries) as a compact listpack, several times smaller
 # than one big set. A prefix starts with this many buckets, which split as the ids grow
-# (about 40 ids a bucket, see apply.lua); scored by day, each bucket's ids past the
+# (about 40 ids a bucket, see apply.lua): few, since buckets only grow, and an empty-ish
+# bucket costs about 95 bytes of key; scored by day, each bucket's ids past the
 # retention are forgotten with one ZREMRANGEBYSCORE.
-SEEN_BUCKETS = 8192
+SEEN_BUCKETS = 1024
 # Redis's default for that limit (zset-max-listpack-entries), when its config cannot be read.
 COMPACT_ENTRIES = 128
 

@@ -140,7 +140,7 @@ class ConsumerSettings(ConnectionSettings):
     seed: int = 42
     segments: int = 4
     # Buckets for applied event ids in Redis, fixed when a prefix is first written.
-    seen_buckets: int = Field(default=8192, gt=0)
+    seen_buckets: int = Field(default=1024, gt=0)
     # Bounded state (docs/reliability.md, "Bounded state"); 0 keeps everything. Applied
     # event ids (and invoice numbers) are kept while their invoice day is within
     # dedupe_days of the latest one applied, and older lines are refused: the default

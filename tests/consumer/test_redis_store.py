@@ -120,7 +120,9 @@ def test_ids_are_forgotten_once_the_watermark_moves_past_the_retention(redis_cli
 
 
 def test_each_call_forgets_a_bounded_amount(redis_client, redis_prefix):
-    store = RedisFeatureStore(redis_client, redis_prefix, retention=Retention(dedupe_days=20))
+    store = RedisFeatureStore(
+        redis_client, redis_prefix, seen_buckets=8192, retention=Retention(dedupe_days=20)
+    )
     d0 = 15_000 * DAY
     old = days_of(d0, range(10), customers=1000)  # 10,000 ids in 8,192 buckets
     for start in range(0, len(old), 5000):

@@ -300,8 +300,8 @@ def held(store) -> tuple[int, int]:
 
 
 def settle(store, calls: int = 80) -> None:
-    """Let the Redis store finish forgetting: a call visits a bounded number of its 8,192
-    buckets and customers' invoice sets. The memory store forgets at once."""
+    """Let the Redis store finish forgetting: a call visits a bounded number of its buckets
+    and customers' invoice sets. The memory store forgets at once."""
     for _ in range(calls):
         store.apply("settle", 0, [], -1)
 
