@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import redis
@@ -274,25 +274,21 @@ def create_app(
         log.warning("%s %s: %s", request.method, request.url.path, detail)
         return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.exception_handler(UnreadableSubscription)
-    async def subscription_unusable(request: Request, exc: UnreadableSubscription) -> JSONResponse:
-        detail = f"a webhook subscription in {name} is unusable: {exc}"
-        log.error("%s %s: %s", request.method, request.url.path, detail)
-        return JSONResponse({"detail": detail}, status_code=503)
+    def unusable(what: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        """A 503 naming what in the store cannot be read: nothing of it was used."""
 
-    @app.exception_handler(UnreadableEvent)
-    async def event_unusable(request: Request, exc: UnreadableEvent) -> JSONResponse:
-        detail = f"an event in {name} is unusable: {exc}"
-        log.error("%s %s: %s", request.method, request.url.path, detail)
-        return JSONResponse({"detail": detail}, status_code=503)
+        async def answer(request: Request, exc: Exception) -> JSONResponse:
+            detail = f"{what} in {name} is unusable: {exc}"
+            log.error("%s %s: %s", request.method, request.url.path, detail)
+            return JSONResponse({"detail": detail}, status_code=503)
 
-    @app.exception_handler(CheckpointError)
-    async def model_unusable(request: Request, exc: CheckpointError) -> JSONResponse:
-        # The stored checkpoint is not one we can read (corrupt, another version, or not
-        # ours): nothing in it ran. Answers that need the model wait for a good one.
-        detail = f"the model checkpoint in {name} is unusable: {exc}"
-        log.error("%s %s: %s", request.method, request.url.path, detail)
-        return JSONResponse({"detail": detail}, status_code=503)
+        return answer
+
+    app.add_exception_handler(UnreadableSubscription, unusable("a webhook subscription"))
+    app.add_exception_handler(UnreadableEvent, unusable("an event"))
+    # The stored checkpoint is not one we can read (corrupt, another version, or not ours):
+    # nothing in it ran. Answers that need the model wait for a good one.
+    app.add_exception_handler(CheckpointError, unusable("the model checkpoint"))
 
     @api.get(
         "/customers/{customer_id}",

@@ -34,6 +34,7 @@ from consumer.memory import MemoryEventSink, MemoryFeatureStore
 from consumer.redis_store import RedisFeatureStore
 from consumer.settings import ConsumerSettings
 from tests.conftest import REDIS_URL, SAMPLE, delete_prefix
+from tests.consumer.test_redis_store import layout
 from tests.e2e.kafka_tools import read_topic, run_cli
 from tests.faults.redis_server import RedisServer
 from tests.reference import DATA, MISSING_DATA
@@ -159,14 +160,14 @@ def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None
 def ids_in_step(client: redis.Redis, prefix: str) -> int:
     """The applied ids Redis holds, after checking that the buckets grew from 1,024 and that
     the count the apply script keeps agrees with what the buckets hold."""
-    layout = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}seen_buckets").items()}
-    buckets = layout["n"] + layout.get("split", 0)
+    held_in = layout(client, prefix)
+    buckets = held_in["n"] + held_in.get("split", 0)
     assert buckets > 1024, "the buckets split during the run"
     pipe = client.pipeline(transaction=False)
     for n in range(buckets):
         pipe.zcard(f"{prefix}seen:{n}")
     held = sum(pipe.execute())
-    assert layout["held"] == held
+    assert held_in["held"] == held
     return held
 
 
