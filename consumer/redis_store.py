@@ -51,7 +51,7 @@ from consumer.ports import (
     Refusal,
     Retention,
 )
-from segmenter.errors import ServiceUnavailable, StoreDiverged
+from segmenter.errors import CheckpointError, ServiceUnavailable, StoreDiverged
 from segmenter.features import CustomerState
 from segmenter.lines import InvoiceLine, LineKind, classify, fingerprint
 from segmenter.policy import InsiderStatus
@@ -248,8 +248,12 @@ class RedisFeatureStore:
                 self.client.hsetnx(key, "n", 0 if legacy else self.seen_buckets)
                 kind = "hash"
             # A plain count: the release before's layout, turned into the hash by apply.lua.
-            raw: Any = self.client.hget(key, "n") if kind == "hash" else self.client.get(key)
-            self._buckets_in_use = int(raw or 0)
+            raw: Any = self.client.hget(key, "n") if kind == "hash" else None
+            raw = self.client.get(key) if kind == "string" else raw
+            try:
+                self._buckets_in_use = int(raw or 0)
+            except ValueError:
+                raise CheckpointError(f"{key} is not a bucket layout (n={raw!r})") from None
         return self._buckets_in_use
 
     def _key(self, name: str) -> str:
@@ -332,6 +336,9 @@ class RedisFeatureStore:
         try:
             answer = self._apply(args=args)
         except redis.ResponseError as exc:
+            layout = str(exc).partition("INSIDERS_LAYOUT ")[2]
+            if layout:
+                raise CheckpointError(layout) from None
             what = str(exc).partition("INSIDERS_DIVERGED ")[2]
             if not what:
                 raise

@@ -84,12 +84,23 @@ local SPLIT_READS = 16384
 local layout = p .. 'seen_buckets'
 local layout_type = redis.call('TYPE', layout)['ok']
 local nb, split, held_stored = 0, 0, nil
+local raw_layout = ''
 if layout_type == 'hash' then
   local v = redis.call('HMGET', layout, 'n', 'split', 'held')
+  raw_layout = 'n=' .. tostring(v[1]) .. ' split=' .. tostring(v[2])
   nb, split, held_stored = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '')
 elseif layout_type == 'string' then
-  nb = tonumber(redis.call('GET', layout))
+  raw_layout = redis.call('GET', layout)
+  nb = tonumber(raw_layout)
+elseif layout_type ~= 'none' then
+  nb, raw_layout = nil, 'a ' .. layout_type
 end
+-- Nothing is trusted for sitting in Redis: a layout the buckets cannot follow is refused.
+local function whole(x) return x ~= nil and x >= 0 and x == math.floor(x) and x < 2 ^ 40 end
+if not (whole(nb) and whole(split) and (split < nb or split == 0)) then
+  return redis.error_reply('INSIDERS_LAYOUT ' .. layout .. ' is not a bucket layout (' .. raw_layout .. ')')
+end
+if not whole(held_stored) then held_stored = nil end -- counted again
 local layout_changed = false
 if nb == 0 and (ARGV[FIRST + 9] or '') ~= '' then
   -- The caller read a bucket count that is gone: the prefix was emptied since.

@@ -11,7 +11,7 @@ import redis
 from consumer.ports import Retention
 from consumer.redis_store import RedisFeatureStore
 from consumer.service import bucket_warning
-from segmenter.errors import StoreDiverged
+from segmenter.errors import CheckpointError, StoreDiverged
 from segmenter.lines import fingerprint
 from tests.contract.test_feature_store import DAY, LINES, line
 
@@ -366,3 +366,25 @@ def test_the_release_before_cannot_read_the_layout_and_stops(redis_client, redis
     store.apply("t", 0, list(enumerate(purchases(100))), 99)
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         redis_client.get(f"{redis_prefix}seen_buckets")
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [{"n": "-3"}, {"n": "2.5"}, {"n": "4", "split": "9"}, {"n": "4", "split": "-1"}, {"n": "abc"}],
+    ids=["negative", "fraction", "split-past-n", "negative-split", "not-a-number"],
+)
+def test_a_bucket_layout_that_is_garbage_is_refused_naming_it(redis_client, redis_prefix, garbage):
+    redis_client.hset(f"{redis_prefix}seen_buckets", mapping=garbage)
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    named = f"^{redis_prefix}seen_buckets is not a bucket layout"
+    with pytest.raises(CheckpointError, match=named):
+        store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
+    assert redis_client.hget(f"{redis_prefix}offsets", "t:0") is None  # nothing applied
+    assert not list(redis_client.scan_iter(match=f"{redis_prefix}seen:*"))
+
+
+def test_a_bucket_layout_of_another_type_is_refused(redis_client, redis_prefix):
+    redis_client.rpush(f"{redis_prefix}seen_buckets", "1024")
+    store = RedisFeatureStore(redis_client, redis_prefix)
+    with pytest.raises(CheckpointError, match=r"is not a bucket layout \(a list\)"):
+        store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
