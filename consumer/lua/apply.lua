@@ -5,9 +5,10 @@
 -- ARGV[4..6] the writer's lease: lock value, epoch and expected write count ('' for an
 -- unfenced store: tests and tools), ARGV[7] the dedupe retention in days (0: keep every
 -- id), ARGV[8] how many buckets and invoice sets this call may visit to forget what is
--- past the retention (see prune), then 11 values per line: offset, event_id, kind (P
--- purchase, R return, I ignored), customer_id, invoice_no (the ignore reason for kind I),
--- quantity, the amount in micro-pounds (|quantity| * unit price) as hi and lo with
+-- past the retention (see prune), ARGV[9] the lines, as one flat MessagePack array (read
+-- into the table L) of 11 values per line: offset, event_id, kind (P purchase, R return, I
+-- ignored), customer_id, invoice_no (the ignore reason for kind I), quantity, the amount
+-- in micro-pounds (|quantity| * unit price) as hi and lo with
 -- amount = hi * 10^9 + lo, invoice time (epoch seconds), the event id's CRC-32 (which picks
 -- its bucket seen:<n>, see Buckets; '' for a prefix that keeps its ids in the one set
 -- 'seen'), and the line's content fingerprint (below 2^32).
@@ -75,7 +76,8 @@ local seen = p .. 'seen'
 local ret = p .. 'retention'
 local keep_days = tonumber(ARGV[7])
 local budget = tonumber(ARGV[8])
-local FIRST = 9
+local L = cmsgpack.unpack(ARGV[9])
+local FIRST = 1
 local WIDTH = 11
 local LOAD = 40
 local SPLIT_READS = 16384
@@ -102,7 +104,7 @@ if not (whole(nb) and whole(split) and (split < nb or split == 0)) then
 end
 if not whole(held_stored) then held_stored = nil end -- counted again
 local layout_changed = false
-if nb == 0 and (ARGV[FIRST + 9] or '') ~= '' then
+if nb == 0 and (L[FIRST + 9] or '') ~= '' then
   -- The caller read a bucket count that is gone: the prefix was emptied since.
   return redis.error_reply('INSIDERS_DIVERGED epoch')
 end
@@ -165,27 +167,27 @@ local fresh = {} -- argument index of each new line, in order
 local within = {} -- event id -> fingerprint, for repeats inside this block
 local refused = {}
 local dup, stale = 0, 0
-local n = #ARGV
+local n = #L
 local i = FIRST
 while i <= n do
-  if tonumber(ARGV[i]) <= stored then
+  if tonumber(L[i]) <= stored then
     stale = stale + 1
-  elseif cutoff ~= nil and math.floor(tonumber(ARGV[i + 8]) / DAY) < cutoff then
-    refused[#refused + 1] = ARGV[i]
+  elseif cutoff ~= nil and math.floor(tonumber(L[i + 8]) / DAY) < cutoff then
+    refused[#refused + 1] = string.format('%.0f', L[i])
     refused[#refused + 1] = 'beyond_retention'
-    refused[#refused + 1] = ARGV[i + 1]
+    refused[#refused + 1] = L[i + 1]
     refused[#refused + 1] = string.format('%.0f', cutoff)
   else
-    local id, fp = ARGV[i + 1], tonumber(ARGV[i + 10])
+    local id, fp = L[i + 1], tonumber(L[i + 10])
     local before = within[id]
-    if before == nil then before = applied_as(id, ARGV[i + 9]) end
+    if before == nil then before = applied_as(id, L[i + 9]) end
     if before == nil then
       within[id] = fp
       fresh[#fresh + 1] = i
     elseif before == '' or before == fp then
       dup = dup + 1
     else
-      refused[#refused + 1] = ARGV[i]
+      refused[#refused + 1] = string.format('%.0f', L[i])
       refused[#refused + 1] = 'conflicting_duplicate'
       refused[#refused + 1] = id
       refused[#refused + 1] = ''
@@ -202,30 +204,30 @@ local ignored = {}
 local wm = nil
 local fresh_min = nil -- the earliest invoice day among the new lines
 for _, j in ipairs(fresh) do
-  local kind = ARGV[j + 2]
-  local ts = tonumber(ARGV[j + 8])
+  local kind = L[j + 2]
+  local ts = tonumber(L[j + 8])
   if wm == nil or ts > wm then wm = ts end
   local day = math.floor(ts / DAY)
   if fresh_min == nil or day < fresh_min then fresh_min = day end
   if kind == 'I' then
-    local reason = ARGV[j + 4]
+    local reason = L[j + 4]
     ignored[reason] = (ignored[reason] or 0) + 1
   else
-    local cid = ARGV[j + 3]
+    local cid = L[j + 3]
     local a = agg[cid]
     if a == nil then
       a = {0, 0, 0, 0, 0, 0, 0, {}, false, false, {}}
       agg[cid] = a
       order[#order + 1] = cid
     end
-    local qty = tonumber(ARGV[j + 5])
-    local hi, lo = tonumber(ARGV[j + 6]), tonumber(ARGV[j + 7])
+    local qty = tonumber(L[j + 5])
+    local hi, lo = tonumber(L[j + 6]), tonumber(L[j + 7])
     if kind == 'P' then
       a[1] = a[1] + hi
       a[2] = a[2] + lo
       a[3] = a[3] + 1
       a[4] = a[4] + qty
-      local invoice = ARGV[j + 4]
+      local invoice = L[j + 4]
       if a[8][invoice] == nil or day > a[8][invoice] then a[8][invoice] = day end
       if not a[9] or ts < a[9] then a[9] = ts end
       if not a[10] or ts > a[10] then a[10] = ts end
@@ -249,9 +251,9 @@ for _, cid in ipairs(order) do
     or (tonumber(cur[4] or '0') + a[7] > LIMIT)
   if over then
     for _, j in ipairs(a[11]) do
-      refused[#refused + 1] = ARGV[j]
+      refused[#refused + 1] = string.format('%.0f', L[j])
       refused[#refused + 1] = 'out_of_range'
-      refused[#refused + 1] = ARGV[j + 1]
+      refused[#refused + 1] = L[j + 1]
       refused[#refused + 1] = cid
     end
   end
@@ -328,13 +330,13 @@ local held_before = held
 local added = 0
 
 for _, j in ipairs(fresh) do
-  local h = ARGV[j + 9]
+  local h = L[j + 9]
   if h == '' then
-    redis.call('SADD', seen, ARGV[j + 1])
+    redis.call('SADD', seen, L[j + 1])
   else
-    local day = math.floor(tonumber(ARGV[j + 8]) / DAY)
-    local score = string.format('%.0f', day * P32 + tonumber(ARGV[j + 10]))
-    added = added + zcall('ZADD', bucket_key(h), score, ARGV[j + 1])
+    local day = math.floor(tonumber(L[j + 8]) / DAY)
+    local score = string.format('%.0f', day * P32 + tonumber(L[j + 10]))
+    added = added + zcall('ZADD', bucket_key(h), score, L[j + 1])
   end
 end
 

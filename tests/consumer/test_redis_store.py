@@ -317,13 +317,21 @@ def test_ids_of_any_characters_are_split_where_the_consumer_looks_for_them(
     redis_client, redis_prefix
 ):
     # Lookups pick the bucket by Python's CRC-32 of the id's UTF-8; splits by the script's.
-    names = ["Ünïcödé", "日本語", "🛒", "a b\tc", "x" * 200, "quote\"'", "\\0"]
+    # The ids reach the script inside one MessagePack argument: they must arrive byte for byte.
+    names = ["Ünïcödé", "日本語", "🛒", "a b\tc", "x" * 200, "quote\"'", "\\0", "nul\x00", "\xff"]
     lines = [
-        line(f"{names[n % len(names)]}:{n}", f"v{n}", "k1", 1, 1_000_000, DAY) for n in range(700)
+        line(f"{names[n % len(names)]}:{n}", f"v{n}", names[n % 5], 1, 1_000_000, DAY)
+        for n in range(700)
     ]
     store = RedisFeatureStore(redis_client, redis_prefix, seen_buckets=1)
     assert store.apply("t", 0, list(enumerate(lines)), 699).applied == 700
-    assert len(buckets_of(redis_client, redis_prefix)) >= 700 / 40
+    held = buckets_of(redis_client, redis_prefix)
+    assert len(held) >= 700 / 40
+    assert sorted(m for members in held.values() for m in members) == sorted(
+        ln.event_id.encode() for ln in lines
+    )
+    for name in names[:5]:
+        assert redis_client.hget(f"{redis_prefix}c:{name}", "lines") == b"140"
     again = store.apply("u", 0, list(enumerate(lines)), 699)
     assert (again.applied, again.duplicates) == (0, 700)
 
