@@ -254,7 +254,7 @@ class RedisFeatureStore:
             try:
                 self._buckets_in_use = int(raw or 0)
             except ValueError:
-                raise CheckpointError(f"{key} is not a bucket layout (n={raw!r})") from None
+                raise CheckpointError(f"{key} is not a bucket layout (n={_str(raw)})") from None
         return self._buckets_in_use
 
     def _key(self, name: str) -> str:

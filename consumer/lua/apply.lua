@@ -89,7 +89,8 @@ local nb, split, held_stored = 0, 0, nil
 local raw_layout = ''
 if layout_type == 'hash' then
   local v = redis.call('HMGET', layout, 'n', 'split', 'held')
-  raw_layout = 'n=' .. tostring(v[1]) .. ' split=' .. tostring(v[2])
+  raw_layout = 'n=' .. tostring(v[1] or '(none)')
+  if v[2] then raw_layout = raw_layout .. ' split=' .. v[2] end
   nb, split, held_stored = tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '')
 elseif layout_type == 'string' then
   raw_layout = redis.call('GET', layout)

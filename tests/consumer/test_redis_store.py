@@ -3,6 +3,7 @@ how it forgets them past the retention (the contract tests check what both store
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import pytest
@@ -377,14 +378,25 @@ def test_the_release_before_cannot_read_the_layout_and_stops(redis_client, redis
 
 
 @pytest.mark.parametrize(
-    "garbage",
-    [{"n": "-3"}, {"n": "2.5"}, {"n": "4", "split": "9"}, {"n": "4", "split": "-1"}, {"n": "abc"}],
-    ids=["negative", "fraction", "split-past-n", "negative-split", "not-a-number"],
+    ("garbage", "shown"),
+    [
+        ({"n": "-3"}, "n=-3"),
+        ({"n": "2.5"}, "n=2.5"),
+        ({"n": "4", "split": "9"}, "n=4 split=9"),
+        ({"n": "4", "split": "-1"}, "n=4 split=-1"),
+        ({"n": "abc"}, "n=abc"),
+        ({"split": "2"}, "n=(none) split=2"),
+    ],
+    ids=["negative", "fraction", "split-past-n", "negative-split", "not-a-number", "no-count"],
 )
-def test_a_bucket_layout_that_is_garbage_is_refused_naming_it(redis_client, redis_prefix, garbage):
+def test_a_bucket_layout_that_is_garbage_is_refused_naming_it(
+    redis_client, redis_prefix, garbage, shown
+):
     redis_client.hset(f"{redis_prefix}seen_buckets", mapping=garbage)
     store = RedisFeatureStore(redis_client, redis_prefix)
-    named = f"^{redis_prefix}seen_buckets is not a bucket layout"
+    named = (
+        f"^{re.escape(redis_prefix)}seen_buckets is not a bucket layout \\({re.escape(shown)}\\)$"
+    )
     with pytest.raises(CheckpointError, match=named):
         store.apply("t", 0, list(enumerate(LINES)), len(LINES) - 1)
     assert redis_client.hget(f"{redis_prefix}offsets", "t:0") is None  # nothing applied
