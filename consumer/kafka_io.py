@@ -535,7 +535,7 @@ class KafkaInvoiceSource:
         size = self.block_size
         live = not self.exit_at_end
         while not self.stopping:
-            polled = self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+            polled = self._poll()
             if polled:
                 self._heard_from_broker = time.monotonic()
             else:
@@ -568,6 +568,20 @@ class KafkaInvoiceSource:
                 yield []  # an idle tick: the pipeline sweeps Insiders as the clock moves
             if self.exit_at_end and self._at_end():
                 return
+
+    def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """One poll; a broker that is away is an empty one (``_check_broker`` then counts the
+        outage). kafka-python retries most of it itself, but while it looks for the group's
+        coordinator a refused connection comes out of ``poll``: a broker restart then
+        killed the consumer."""
+        try:
+            return self.consumer.poll(timeout_ms=self.poll_timeout_ms)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("Kafka poll failed (%s); retrying", exc)
+            time.sleep(self.poll_timeout_ms / 1000)  # not a busy loop while it is away
+            return {}
 
     def _check_broker(self, every: float = 5.0) -> None:
         """An idle poll cannot tell a quiet topic from a broker that is away: ask the broker.

@@ -1,6 +1,11 @@
-"""KafkaInvoiceSource in live mode on a real broker: idle ticks let the sweep run."""
+"""KafkaInvoiceSource on a real broker: idle ticks let the sweep run, and a poll that fails
+while the broker is away is an empty one."""
 
 from __future__ import annotations
+
+import pytest
+from kafka import KafkaProducer
+from kafka.errors import KafkaConnectionError, UnsupportedVersionError
 
 from consumer.kafka_io import KEEP_FOREVER, KafkaInvoiceSource, ensure_topics
 from tests.conftest import unique
@@ -40,3 +45,51 @@ def test_the_topics_the_service_writes_keep_every_record(kafka_bootstrap):
     }
     assert retention[kept] == "-1"
     assert retention[plain] in (None, "604800000")  # the broker's default: a week
+
+
+def flaky_poll(source: KafkaInvoiceSource, error: Exception, times: int) -> list[int]:
+    """Make ``source``'s first ``times`` polls raise ``error``; the count of polls made."""
+    real, calls = source.consumer.poll, [0]
+
+    def poll(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise error
+        return real(*args, **kwargs)
+
+    source.consumer.poll = poll  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_poll_refused_while_the_broker_is_away_is_an_empty_one(kafka_bootstrap):
+    # kafka-python lets ECONNREFUSED out of poll() while it looks for the group coordinator
+    # (a broker restart caught it there): the consumer died with a traceback.
+    topic = unique("flaky")
+    ensure_topics(kafka_bootstrap, [topic])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    for n in range(7):
+        producer.send(topic, f"record {n}".encode(), partition=0)
+    producer.flush()
+    producer.close()
+    source = KafkaInvoiceSource(
+        kafka_bootstrap, topic, unique("g"), block_size=5, exit_at_end=True, poll_timeout_ms=100
+    )
+    try:
+        calls = flaky_poll(source, KafkaConnectionError("111 ECONNREFUSED"), times=3)
+        blocks = list(source.blocks())
+    finally:
+        source.close()
+    assert [[r.offset for r in b] for b in blocks] == [[0, 1, 2, 3, 4], [5, 6]]
+    assert calls[0] > 3
+
+
+def test_a_poll_error_that_retrying_cannot_mend_still_stops_the_consumer(kafka_bootstrap):
+    topic = unique("broken")
+    ensure_topics(kafka_bootstrap, [topic])
+    source = KafkaInvoiceSource(kafka_bootstrap, topic, unique("g"), poll_timeout_ms=100)
+    try:
+        flaky_poll(source, UnsupportedVersionError("the broker is too old"), times=1)
+        with pytest.raises(UnsupportedVersionError):
+            next(source.blocks())
+    finally:
+        source.close()
