@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -48,7 +46,15 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benches"))
 
 from api_at_size import fill  # noqa: E402
-from scale import REDIS_URL, delete_prefix, delete_topics, log, run, time_sweep  # noqa: E402
+from scale import (  # noqa: E402
+    REDIS_URL,
+    delete_prefix,
+    delete_topics,
+    fresh_run,
+    log,
+    run,
+    time_sweep,
+)
 
 from consumer.file_source import FileInvoiceSource  # noqa: E402
 from consumer.memory import MemoryEventSink, MemoryFeatureStore  # noqa: E402
@@ -137,19 +143,8 @@ def main() -> None:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     applied_per_copy: int | None = None
     for copies in args.copies:
-        tag = uuid.uuid4().hex[:6]
-        prefix = f"atsize:{tag}:{copies}:"
-        topic, group = f"atsize-{tag}-{copies}", f"atsize-{tag}"
-        events = f"atsize-events-{tag}-{copies}"
-        path = args.work / f"consume-at-size-{tag}-{copies}.csv.gz"
-        env = {
-            **os.environ,
-            "INSIDERS_REDIS_URL": REDIS_URL,
-            "INSIDERS_TOPIC": topic,
-            "INSIDERS_EVENTS_TOPIC": events,
-            "INSIDERS_GROUP": group,
-            "INSIDERS_REDIS_PREFIX": prefix,
-        }
+        topic, group, events, prefix, env = fresh_run("atsize", copies)
+        path = args.work / f"{topic}.csv.gz"
         try:
             log(f"{copies} copies: filling {prefix}")
             roster = fill(client, prefix, source, copies)

@@ -321,6 +321,23 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
     return f"{middle} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
+def fresh_run(kind: str, size: int) -> tuple[str, str, str, str, dict[str, str]]:
+    """A topic, consumer group, events topic and Redis prefix of one run's own, and the
+    environment that points ``insiders`` at them."""
+    tag = uuid.uuid4().hex[:6]
+    topic, group = f"{kind}-{tag}-{size}", f"{kind}-{tag}"
+    events, prefix = f"{kind}-events-{tag}-{size}", f"{kind}:{tag}:{size}:"
+    env = {
+        **os.environ,
+        "INSIDERS_REDIS_URL": REDIS_URL,
+        "INSIDERS_TOPIC": topic,
+        "INSIDERS_EVENTS_TOPIC": events,
+        "INSIDERS_GROUP": group,
+        "INSIDERS_REDIS_PREFIX": prefix,
+    }
+    return topic, group, events, prefix, env
+
+
 def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> dict[str, str]:
     days = "" if args.days is None else f"-{args.days}d"
     path = args.work / f"synthetic-{size}-seed{args.seed}{days}.csv.gz"
@@ -334,18 +351,7 @@ def measure_size(size: int, args: argparse.Namespace, client: redis.Redis) -> di
         lines = count_lines(path)
         row["generate lines/s (.csv.gz, level 1)"] = "(cached)"
     row["lines"] = f"{lines:,}"
-    tag = uuid.uuid4().hex[:6]
-    topic, group = f"scale-{tag}-{size}", f"scale-{tag}"
-    events = f"scale-events-{tag}-{size}"
-    prefix = f"scale:{tag}:{size}:"
-    env = {
-        **os.environ,
-        "INSIDERS_REDIS_URL": REDIS_URL,
-        "INSIDERS_TOPIC": topic,
-        "INSIDERS_EVENTS_TOPIC": events,
-        "INSIDERS_GROUP": group,
-        "INSIDERS_REDIS_PREFIX": prefix,
-    }
+    topic, group, events, prefix, env = fresh_run("scale", size)
     if args.dedupe_days is not None:
         env["INSIDERS_DEDUPE_DAYS"] = str(args.dedupe_days)
     row["dedupe retention, days (`INSIDERS_DEDUPE_DAYS`)"] = env.get(

@@ -4,6 +4,8 @@ that `scripts/services start` runs; when one is down they fail and say how to st
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +93,23 @@ def sample_events() -> list[dict[str, Any]]:
     events = [dict(e) for e in sink.events]
     assert {e["type"] for e in events} == {"insider.entered", "insider.exited"}
     return events
+
+
+def run_bench(script: str, args: list[str], kafka_bootstrap: str, timeout: float = 900) -> str:
+    """Run ``benches/<script> ARGS`` on the test Kafka and Redis; its standard output, once it
+    has exited 0."""
+    env = {
+        **os.environ,
+        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "INSIDERS_REDIS_URL": REDIS_URL,
+    }
+    done = subprocess.run(
+        [sys.executable, f"benches/{script}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

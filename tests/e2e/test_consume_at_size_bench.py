@@ -4,44 +4,26 @@ lines and customers it reports are those of the file, counted here with pandas."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import REDIS_URL, SAMPLE
+from tests.conftest import SAMPLE, run_bench
 
-REPO = Path(__file__).resolve().parents[2]
 COPIES = (1, 3)
 TAIL_DAYS = 3
 
 
 def test_the_consume_at_size_bench_runs_at_a_small_size(kafka_bootstrap, tmp_path):
-    env = {
-        **os.environ,
-        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "INSIDERS_REDIS_URL": REDIS_URL,
-    }
     args = ["--data", str(SAMPLE), "--copies", *map(str, COPIES)]
     args += ["--tail-days", str(TAIL_DAYS), "--work", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, "benches/consume_at_size.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    stdout = run_bench("consume_at_size.py", args, kafka_bootstrap, timeout=600)
     rows = [
         [cell.strip() for cell in line.strip("|").split("|")]
-        for line in done.stdout.splitlines()
+        for line in stdout.splitlines()
         if line.startswith("| ") and line[2].isdigit()
     ]
-    assert len(rows) == len(COPIES), done.stdout
+    assert len(rows) == len(COPIES), stdout
 
     frame = pd.read_csv(SAMPLE, dtype={"CustomerID": str, "InvoiceNo": str})
     dates = pd.to_datetime(frame["InvoiceDate"])

@@ -3,37 +3,19 @@ and the counts it reports are those of the generated files, counted here with pa
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 
-from tests.conftest import REDIS_URL
+from tests.conftest import run_bench
 
-REPO = Path(__file__).resolve().parents[2]
 SIZES = (150, 300)
 
 
 def test_the_scale_bench_runs_every_check_at_a_small_size(kafka_bootstrap, tmp_path):
-    env = {
-        **os.environ,
-        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "INSIDERS_REDIS_URL": REDIS_URL,
-    }
     args = ["--sizes", *map(str, SIZES), "--work", str(tmp_path), "--requests", "5"]
-    done = subprocess.run(
-        [sys.executable, "benches/scale.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    table = done.stdout.split("\nseed 1,")[-1]  # the last table holds every size
+    stdout = run_bench("scale.py", args, kafka_bootstrap)
+    table = stdout.split("\nseed 1,")[-1]  # the last table holds every size
     rows = {
         cells[0]: cells[1:]
         for line in table.splitlines()
@@ -66,4 +48,4 @@ def test_the_scale_bench_runs_every_check_at_a_small_size(kafka_bootstrap, tmp_p
         ]
         assert int(customers.replace(",", "")) == bought["CustomerID"].nunique()
     for key in ("replay lines/s (pipeline)", "consume lines/s (consume phase)"):
-        assert re.search(rf"^{re.escape(key)}: [\d.]+ of the smallest size's: ", done.stdout, re.M)
+        assert re.search(rf"^{re.escape(key)}: [\d.]+ of the smallest size's: ", stdout, re.M)
