@@ -33,7 +33,6 @@ import gzip
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -182,7 +181,6 @@ def main() -> None:
             path.unlink(missing_ok=True)
             delete_prefix(client, prefix)
             delete_topics([topic, f"{topic}.dlq", events], group)
-        time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -579,7 +579,8 @@ class KafkaInvoiceSource:
         except KafkaError as exc:
             if not exc.retriable:
                 raise
-            log.warning("Kafka poll failed (%s); retrying", exc)
+            # _check_broker, called on the empty poll, says it to the operator (every 5 s).
+            log.debug("Kafka poll failed (%s); retrying", exc)
             time.sleep(self.poll_timeout_ms / 1000)  # not a busy loop while it is away
             return {}
 
