@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from consumer.gc_tuning import tune_collector
 from consumer.progress import progress
 from consumer.settings import ConsumerSettings
 from consumer.signals import Stopper
@@ -60,7 +61,10 @@ def build_pipeline(
         from api.saved_report import ReportWriter
 
         writer = ReportWriter(store, settings.report_every)
-    return Pipeline(store, sink, model, clock, policy, writer)
+    pipeline = Pipeline(store, sink, model, clock, policy, writer)
+    # What exists now (the modules, a snapshot's state) lives as long as the process.
+    tune_collector(settings.gc_young)
+    return pipeline
 
 
 def run_pipeline(
