@@ -2,16 +2,16 @@
 
 The pipeline holds every customer's state in objects that live as long as the process, and
 each block of lines makes tens of thousands of objects that live as long as the block. With
-Python's defaults, a young collection runs every 700 new objects, so most of a block's objects
-are still alive when one runs: they are promoted to the old generation, and the old
-generation fills with them. CPython then walks the whole heap (a full collection) each time
-the objects promoted since the last one reach a quarter of the old ones: about once a second
-in a replay of 100,000 customers, and each walk is dearer as the state grows (README,
-"Scale"). Two changes keep the block's objects young and the walks rare:
+Python's defaults, a young collection runs each time 700 more objects have been made than
+freed, so most of a block's objects are still alive when one runs: they are promoted to the
+old generation, and the old generation fills with them. CPython then walks the whole heap (a
+full collection) each time the objects promoted since the last one reach a quarter of the old
+ones: about once a second in a replay of 100,000 customers, and each walk is dearer as the
+state grows (README, "Scale"). Two changes keep the block's objects young and the walks rare:
 
-- a young collection every ``young`` new objects, more than a block makes, so a block's
-  objects die before they are examined;
-- the objects made at start (modules, classes, functions: a few hundred thousand) are frozen
+- a young collection each time ``young`` more objects have been made than freed, more than
+  a block keeps alive at once, so a block's objects die before they are examined;
+- the objects made at start (modules, classes, functions: some 140,000) are frozen
   out of every collection: they live as long as the process anyway.
 
 Cyclic garbage is still collected: only the young threshold is raised.
