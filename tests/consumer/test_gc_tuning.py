@@ -34,13 +34,15 @@ def replay(young: str | None) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cycles_made_after_tuning_are_still_freed_without_an_explicit_collection():
-    # 1,000 pairs of objects that point at each other: only the cyclic collector frees them.
-    # Then 200,000 new lists, four young collections' worth at 50,000, kept alive meanwhile.
-    code = """
+def cycles_left(setup: str) -> str:
+    """After ``setup``: 1,000 pairs of objects that point at each other (only the cyclic
+    collector frees them), then 200,000 new lists, four young collections' worth at 50,000,
+    kept alive meanwhile. Prints the pairs alive before the lists and after, and the young
+    threshold and whether anything is frozen."""
+    return python(
+        f"""
 import gc, weakref
-from consumer.gc_tuning import tune_collector
-tune_collector(50_000)
+{setup}
 class Node: pass
 refs = []
 for _ in range(1000):
@@ -50,27 +52,20 @@ for _ in range(1000):
 del a, b
 before = sum(r() is not None for r in refs)
 junk = [[] for _ in range(200_000)]
-print(before, sum(r() is not None for r in refs), gc.get_threshold()[0], gc.get_freeze_count() > 0)
+after = sum(r() is not None for r in refs)
+print(before, after, gc.get_threshold()[0], gc.get_freeze_count() > 0)
 """
-    assert python(code) == "1000 0 50000 True"
+    )
+
+
+def test_cycles_made_after_tuning_are_still_freed_without_an_explicit_collection():
+    setup = "from consumer.gc_tuning import tune_collector; tune_collector(50_000)"
+    assert cycles_left(setup) == "1000 0 50000 True"
 
 
 def test_with_the_collector_off_the_same_cycles_would_stay():
     # The check above can fail: without young collections the pairs outlive the lists.
-    code = """
-import gc, weakref
-gc.disable()
-class Node: pass
-refs = []
-for _ in range(1000):
-    a, b = Node(), Node()
-    a.other, b.other = b, a
-    refs.append(weakref.ref(a))
-del a, b
-junk = [[] for _ in range(200_000)]
-print(sum(r() is not None for r in refs))
-"""
-    assert python(code) == "1000"
+    assert cycles_left("gc.disable()") == "1000 1000 700 False"
 
 
 def test_a_replay_tunes_the_collector_by_default_and_the_setting_turns_it_off():
