@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, SAMPLE
 
 TUNED_LINE = "garbage collector:"
@@ -85,10 +87,16 @@ def test_a_replay_tunes_the_collector_by_default_and_the_setting_turns_it_off():
     )
 
 
-def test_a_negative_young_threshold_is_refused_in_one_line():
-    done = replay("-1")
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("-1", "Input should be greater than or equal to 0"),
+        ("99999999999999999999", "Input should be less than or equal to 2147483647"),
+    ],
+)
+def test_a_young_threshold_out_of_range_is_refused_in_one_line(value, problem):
+    done = replay(value)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "insiders: error: setting INSIDERS_GC_YOUNG='-1': "
-        "Input should be greater than or equal to 0"
+        f"insiders: error: setting INSIDERS_GC_YOUNG={value!r}: {problem}"
     ]
