@@ -161,8 +161,9 @@ class ConsumerSettings(ConnectionSettings):
     writer_wait: float = Field(default=15.0, ge=0)
     # How long the consumer waits for Redis or Kafka to answer again before it stops.
     outage_seconds: float = Field(default=60.0, gt=0)
-    # Python's garbage collector (consumer/gc_tuning.py): a young collection every gc_young
-    # new objects, more than a block makes; 0 keeps Python's default (700).
+    # Python's garbage collector (consumer/gc_tuning.py): a young collection each time
+    # gc_young more objects are made than freed, more than a block keeps alive at once; 0
+    # keeps Python's default (700).
     gc_young: int = Field(default=50_000, ge=0, le=2**31 - 1)  # a C int in CPython
     # `insiders consume` serves its metrics for Prometheus at http://HOST:PORT/metrics when
     # set: "PORT" (on 127.0.0.1) or "HOST:PORT", e.g. "0.0.0.0:9108" in a container.
