@@ -18,6 +18,9 @@ def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(
     monkeypatch.setattr(applied_ids, "BUFFER", 16)
     monkeypatch.setattr(applied_ids, "MAX_RUN", 256)
     monkeypatch.setattr(applied_ids, "SHARD_BITS", shard_bits)
+    # A tiny Bloom filter: rebuilt as the ids double and at compactions, and full enough to
+    # send some new ids on to the runs.
+    monkeypatch.setattr(applied_ids, "BLOOM_MIN", 8)
     rng = random.Random(seed)
     ids, plain = AppliedIds(), {}  # plain: event id -> value, forgotten ones removed
     for day in range(1, 120):
@@ -41,6 +44,31 @@ def test_applied_ids_answer_as_a_dict_of_ids_through_adds_cutoffs_and_merges(
         assert len(ids) == len(plain)
     assert sorted(ids.values()) == sorted(plain.values())
     assert ids.runs > 1 << shard_bits  # the test went through merges, and left runs to search
+    assert ids._filter.capacity > 8  # and the filter was rebuilt bigger
+
+
+def test_new_ids_are_answered_by_the_filter_without_asking_the_runs(monkeypatch):
+    # 100,000 ids in a few hundred runs; 5,000 new ones are asked. Without the filter, each
+    # shard with a new id asks its runs (thousands of searches); with it, only the few new
+    # ids the filter mistakes for held ones are searched for.
+    monkeypatch.setattr(applied_ids, "BUFFER", 1024)
+    searched = []
+    real_find = applied_ids._Run.find
+
+    def find(run, high, low, found):
+        searched.append(len(high))
+        real_find(run, high, low, found)
+
+    monkeypatch.setattr(applied_ids._Run, "find", find)
+    ids = AppliedIds()
+    ids.add_many((f"{i}:0" for i in range(100_000)), [15_000 << 32] * 100_000)
+    assert ids.runs > 64
+    assert ids.get_many([f"new-{i}:0" for i in range(5000)]) == [None] * 5000
+    assert sum(searched) <= 50  # 1% of them, against a filter full to half its bits
+    searched.clear()
+    asked = [f"{i}:0" for i in range(0, 100_000, 20)]
+    assert ids.get_many(asked) == [15_000 << 32] * 5000
+    assert sum(searched) >= 5000  # held ids are all searched for: the filter says "maybe"
 
 
 def test_hashes_are_read_back_as_written_and_a_bad_one_is_refused():
