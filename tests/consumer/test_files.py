@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from consumer.files import detect_layout, read_records
+from consumer.files import detect_layout, read_dates, read_records
 from segmenter.errors import InputFileError
 
 UCI_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -118,6 +118,53 @@ def test_kaggle_layout_cp1252(tmp_path):
     assert postage["invoice_date"] == "2016-12-01T00:00:00"
     assert postage["customer_id"] is None
     assert postage["country"] == "France"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        # UCI: a blank line, a short row, a row with no invoice, no date, an unreadable date,
+        # US and compact dates, and the date repeated (normalised once, given to each row).
+        (
+            "uci.csv",
+            "\n".join(
+                [
+                    UCI_HEADER,
+                    *UCI_ROWS[:2],
+                    "",
+                    "536367,22,TOO SHORT",
+                    ",85123A,NO INVOICE,6,2010-12-02 10:00:00,2.55,17850,United Kingdom",
+                    "536368,85123A,NO DATE,6,,2.55,17850,United Kingdom",
+                    "536369,85123A,BAD DATE,6,2010-13-45 99:00,2.55,17850,United Kingdom",
+                    "536370,85123A,US DATE,6,12/13/2010 18:26,2.55,17850,United Kingdom",
+                    "536371,85123A,COMPACT,6,20101214,2.55,17850,United Kingdom",
+                    ",,,,,,,",
+                    *UCI_ROWS[2:],
+                ]
+            ),
+        ),
+        (
+            "kaggle.csv",
+            f"{UCI_HEADER},\n536365,1,A,6,29-Nov-16,2.55,17850.0,UK,\n"
+            "536366,1,A,1,Nov 30,1,,UK,\n536367,1,A,1,01-Dec-16,1,,UK,\n",
+        ),
+        (
+            "orders.csv",
+            "customer_id,date,amount\n17850,2011-03-01 09:30:00,12.5\n,,\nc9,,3\nc9,3/2/2011,4\n",
+        ),
+        (
+            "cdnow.txt",
+            "customer_id  date number_of_cds  dollar_value\n 00001 19970101  1   11.77\n"
+            " 00002 19970112  1   12.00\n\n 00001 1997011  2   2.00\n",
+        ),
+    ],
+)
+def test_the_dates_alone_are_the_records_dates(tmp_path, name, text):
+    """The time-order check reads only the dates: the same ones, row for row, as the records."""
+    path = write(tmp_path / name, text)
+    records = list(read_records(path))
+    assert len(records) >= 3
+    assert list(read_dates(path)) == [record["invoice_date"] for record in records]
 
 
 def test_event_ids_are_invoice_and_position_and_deterministic(tmp_path):
