@@ -129,10 +129,11 @@ class _Bloom:
     64-bit word, so adding or asking is one word an id (one numpy gather or scatter for a
     whole batch), for a few times the false positives of bits spread over the filter."""
 
-    __slots__ = ("capacity", "words")
+    __slots__ = ("added", "capacity", "words")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.added = 0  # hashes added, forgotten ones too: their bits stay set
         self.words = np.zeros(max(1, capacity * BLOOM_BITS // 64), dtype=np.uint64)
 
     def _word_and_mask(self, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +146,7 @@ class _Bloom:
     def add(self, high: np.ndarray, low: np.ndarray) -> None:
         word, mask = self._word_and_mask(high, low)
         np.bitwise_or.at(self.words, word, mask)  # .at: several ids may share a word
+        self.added += len(high)
 
     def may_hold(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         """False where the hash was surely never added."""
@@ -258,7 +260,9 @@ class AppliedIds:
             ):
                 newer, older = runs.pop(), runs.pop()
                 runs.append(self._merged(older, newer))
-        if self._in_runs > self._filter.capacity:
+        # By the hashes it was given, not those held: merges drop forgotten ids from the runs,
+        # not their bits from the filter, and a rolling window would fill it past its size.
+        if self._filter.added + len(batch) > self._filter.capacity:
             self._refilter()
         else:
             self._filter.add(batch.high, batch.low)

@@ -111,3 +111,28 @@ def test_hashes_sharing_their_high_half_are_told_apart_by_the_low_one(monkeypatc
     ids._flush()
     asked = [*held, hexed(7, 4), hexed(6, 3)]
     assert ids.get_digests([bytes.fromhex(k) for k in asked]) == [*held.values(), None, None]
+
+
+def test_a_rolling_window_keeps_the_filter_from_filling_past_its_size(monkeypatch):
+    # Four years of days, 100 ids a day, 30 days kept. Merges drop forgotten ids from the
+    # runs but not their bits from the filter: rebuilt by the ids held, the filter was given
+    # up to 3% more hashes than it is sized for here (more bits set, more new ids mistaken).
+    monkeypatch.setattr(applied_ids, "BUFFER", 64)
+    monkeypatch.setattr(applied_ids, "BLOOM_MIN", 8)
+    given: list = [None, 0]  # the filter last given hashes (kept alive), and how many
+    real_add = applied_ids._Bloom.add
+
+    def add(bloom, high, low):
+        if bloom is not given[0]:
+            given[:] = [bloom, 0]
+        given[1] += len(high)
+        real_add(bloom, high, low)
+
+    monkeypatch.setattr(applied_ids._Bloom, "add", add)
+    ids, fullest = AppliedIds(), 0.0
+    for day in range(1500):
+        ids.add_many((f"{day}-{i}:0" for i in range(100)), [day << 32] * 100)
+        ids.forget_before(day - 30)
+        if given[0] is ids._filter:  # else a new filter, given nothing yet
+            fullest = max(fullest, given[1] / ids._filter.capacity)
+    assert 0.5 < fullest <= 1.0
