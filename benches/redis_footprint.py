@@ -1,7 +1,7 @@
 """What a file's state costs in Redis, per customer and key family, for each dedupe retention.
 
     .venv/bin/python benches/redis_footprint.py [--data PATH] [--dedupe-days 400 30]
-        [--seen-buckets N]
+        [--seen-buckets N] [--every-days N]
 
 For each retention (``INSIDERS_DEDUPE_DAYS``; 0 keeps every id), fills a fresh Redis
 prefix with the consumer's own pipeline (file source, Redis store, the default settings
@@ -10,6 +10,11 @@ sums `MEMORY USAGE` (every element sampled) of each key under the prefix by fami
 divides by the customers with a purchase. Prints one table, bytes per customer, a column a
 retention; the prefixes are deleted afterwards. Starts Redis (and Kafka) with
 scripts/services. Default data: the full UCI file beside the repo, else the shipped sample.
+
+``--every-days N`` also measures the prefix each N days of event time while it fills (the
+fill waits), and prints the bytes per customer at each: what a customer costs follows the
+season (the ids of the last days are kept), so two sizes of one generated calendar compare
+day by day, and a fill too long to finish still says what it cost so far.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,23 +68,63 @@ def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
     return sizes
 
 
-def fill(data: Path, days: int, buckets: int, client: redis.Redis) -> tuple[str, int, Any, float]:
-    """A fresh prefix holding ``data``: (prefix, customers, the pipeline's stats, seconds)."""
+def fill(
+    data: Path, days: int, buckets: int, client: redis.Redis, every_days: int | None = None
+) -> tuple[str, int, Any, float]:
+    """A fresh prefix holding ``data``: (prefix, customers, the pipeline's stats, seconds).
+    With ``every_days``, prints the footprint each that many days of event time as it fills
+    (the seconds exclude those measures)."""
     settings = ConsumerSettings(dedupe_days=days, seen_buckets=buckets)
     prefix = f"bench:footprint-{uuid.uuid4().hex[:8]}:"
     store = RedisFeatureStore(client, prefix, settings.seen_buckets, settings.retention())
     pipeline = build_pipeline(store, MemoryEventSink(), settings)
-    started = time.perf_counter()
+    next_day: int | None = None
+    elapsed = 0.0
     for block in FileInvoiceSource(data, settings.block_size).blocks():
+        started = time.perf_counter()
         pipeline.process(block)
-    elapsed = time.perf_counter() - started
+        elapsed += time.perf_counter() - started
+        watermark = store.watermark()
+        if every_days is None or watermark is None:
+            continue
+        day = watermark // 86_400
+        if next_day is None:
+            next_day = day + every_days
+            print_progress_header(days)
+        elif day >= next_day:
+            next_day = day + every_days
+            print_progress(day, pipeline.stats.records, store.customer_count(), client, prefix)
     return prefix, store.customer_count(), pipeline.stats, elapsed
+
+
+def print_progress_header(days: int) -> None:
+    print(f"\nWhile filling, INSIDERS_DEDUPE_DAYS={days}: bytes per customer by event day\n")
+    print(
+        "| event day | lines | customers | " + " | ".join(f"`{f}`" for f in FAMILIES) + " | all |"
+    )
+    print("| --- | ---: | ---: |" + " ---: |" * (len(FAMILIES) + 1), flush=True)
+
+
+def print_progress(day: int, lines: int, customers: int, client: redis.Redis, prefix: str) -> None:
+    sizes = footprint(client, prefix)
+    cells = [f"{sizes[name] / customers:,.0f}" for name in FAMILIES]
+    when = datetime.fromtimestamp(day * 86_400, tz=UTC).date().isoformat()
+    total = sum(sizes.values()) / customers
+    print(
+        f"| {when} | {lines:,} | {customers:,} | " + " | ".join(cells) + f" | {total:,.0f} |",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=FULL if FULL.exists() else SAMPLE)
     parser.add_argument("--dedupe-days", type=int, nargs="+", default=[400, 30])
+    parser.add_argument(
+        "--every-days",
+        type=int,
+        help="also measure each N days of event time while filling (a table per retention)",
+    )
     parser.add_argument(
         "--seen-buckets",
         type=int,
@@ -90,7 +136,9 @@ def main() -> None:
     client = redis.Redis.from_url(REDIS_URL)
     columns = []
     for days in args.dedupe_days:
-        prefix, customers, stats, elapsed = fill(args.data, days, args.seen_buckets, client)
+        prefix, customers, stats, elapsed = fill(
+            args.data, days, args.seen_buckets, client, args.every_days
+        )
         try:
             sizes = footprint(client, prefix)
         finally:
