@@ -224,7 +224,7 @@ class AppliedIds:
 
     def add_many(self, event_ids: Iterable[str], values: Iterable[int]) -> None:
         """Record ids not held (never applied, or forgotten) with their values: an invoice
-        day (from -2^31 to 2^31) times 2^32 plus a 32-bit fingerprint."""
+        day (past -2^31, before 2^31) times 2^32 plus a 32-bit fingerprint."""
         self.add_digests(digests(event_ids), values)
 
     def add_digests(self, keys: Iterable[bytes], values: Iterable[int]) -> None:
