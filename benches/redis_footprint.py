@@ -84,8 +84,7 @@ def fill(
         started = time.perf_counter()
         pipeline.process(block)
         elapsed += time.perf_counter() - started
-        watermark = store.watermark()
-        if every_days is None or watermark is None:
+        if every_days is None or (watermark := store.watermark()) is None:
             continue
         day = watermark // 86_400
         if next_day is None:

@@ -369,11 +369,16 @@ def _cell_text(value: object) -> str:
     return str(value)
 
 
-def _records(path: Path, rows: Iterator[list[str]]) -> Iterator[dict[str, Any]]:
+def _layout(path: Path, rows: Iterator[list[str]]) -> Layout:
+    """The layout of the header row, the first of ``rows`` (taken from them)."""
     header = next(rows, None)
     if header is None:
         raise InputFileError(f"{path}: the file is empty")
-    layout = detect_layout(header)
+    return detect_layout(header)
+
+
+def _records(path: Path, rows: Iterator[list[str]]) -> Iterator[dict[str, Any]]:
+    layout = _layout(path, rows)
     if layout.name == "purchases":
         return _purchases(rows, layout.roles)
     return _invoice_lines(rows, layout.date_format)
@@ -381,10 +386,7 @@ def _records(path: Path, rows: Iterator[list[str]]) -> Iterator[dict[str, Any]]:
 
 def _dates(path: Path, rows: Iterator[list[str]]) -> Iterator[str]:
     """The dates :func:`_records` would give the rows, without the rest of each record."""
-    header = next(rows, None)
-    if header is None:
-        raise InputFileError(f"{path}: the file is empty")
-    layout = detect_layout(header)
+    layout = _layout(path, rows)
     at = layout.roles.index("date") if layout.name == "purchases" else 4  # as they read it
     last_date, last_iso = "", ""
     for row in rows:
