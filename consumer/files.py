@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from xml.etree.ElementTree import ParseError
 
+from consumer.records import DateParser
 from segmenter.errors import InputFileError
 
 T = TypeVar("T")
@@ -511,15 +512,27 @@ def in_time_order(path: Path | str) -> Iterator[dict[str, Any]]:
     it is, as a stream would deliver it: the features do not depend on the order. A file
     that goes back further (CDNOW is sorted by customer) is read whole and sorted by date,
     stably, and the log says so. Dates are compared as the ISO text they were normalised
-    to; a date that is not ISO text sorts first, and the consumer rejects it.
+    to; a date that is not ISO text sorts first, and the consumer rejects it. A date the
+    consumer rejects as implausible (before 1990, or past tomorrow: a typo of 9999) neither
+    moves the latest date nor counts as late: one such line does not make a file be sorted.
     """
+    accepted = DateParser()  # the consumer's own check, asked only when a date would count
+
+    def plausible(when: str) -> bool:
+        try:
+            accepted(when)
+        except ValueError:
+            return False
+        return True
+
     last = ""
     ordered = True
     for when in read_dates(path):  # the dates alone: a big file is read twice
         if when[:4].isdigit():
-            if when >= last:
-                last = when
-            elif _behind(when, last) > LATE_TOLERANCE:
+            if when > last:
+                if plausible(when):
+                    last = when
+            elif when < last and _behind(when, last) > LATE_TOLERANCE and plausible(when):
                 ordered = False
                 break
     if ordered:

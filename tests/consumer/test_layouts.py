@@ -444,3 +444,20 @@ def test_a_line_a_little_late_stays_where_the_file_has_it(tmp_path):
     )
     records = list(FileInvoiceSource(late).records())
     assert [orjson.loads(r.value)["event_id"] for r in records] == ["L2:0", "L3:0", "L4:0"]
+
+
+def test_a_date_the_consumer_rejects_does_not_make_a_file_out_of_order(tmp_path):
+    """One line dated 9999 (or 1900) in a file in time order: it is rejected as implausible,
+    and the rest streams in file order; before, it made the whole file be read and sorted."""
+    absurd = write_csv(
+        tmp_path / "absurd.csv",
+        ["customer_id", "date", "amount"],
+        [
+            ["a", "19970101", "5"],
+            ["b", "99991231", "6"],
+            ["c", "19000101", "1"],
+            ["a", "19970301", "7"],
+        ],
+    )
+    records = list(FileInvoiceSource(absurd).records())
+    assert [orjson.loads(r.value)["event_id"] for r in records] == ["L2:0", "L3:0", "L4:0", "L5:0"]
