@@ -1,7 +1,7 @@
 """What a file's state costs in Redis, per customer and key family, for each dedupe retention.
 
     .venv/bin/python benches/redis_footprint.py [--data PATH] [--dedupe-days 400 30]
-        [--seen-buckets N] [--every-days N]
+        [--seen-buckets N] [--every-days N] [--keep | --resume PREFIX]
 
 For each retention (``INSIDERS_DEDUPE_DAYS``; 0 keeps every id), fills a fresh Redis
 prefix with the consumer's own pipeline (file source, Redis store, the default settings
@@ -9,12 +9,20 @@ otherwise), as `insiders consume --exit-at-end` would from a topic holding the f
 sums `MEMORY USAGE` (every element sampled) of each key under the prefix by family and
 divides by the customers with a purchase. Prints one table, bytes per customer, a column a
 retention; the prefixes are deleted afterwards. Starts Redis (and Kafka) with
-scripts/services. Default data: the full UCI file beside the repo, else the shipped sample.
+scripts/services, unless ``INSIDERS_REDIS_URL`` names a Redis (then that one is used as it
+is). Default data: the full UCI file beside the repo, else the shipped sample.
 
 ``--every-days N`` also measures the prefix each N days of event time while it fills (the
 fill waits), and prints the bytes per customer at each: what a customer costs follows the
 season (the ids of the last days are kept), so two sizes of one generated calendar compare
 day by day, and a fill too long to finish still says what it cost so far.
+
+A fill too long for one sitting (a million customers fill at about 12,000 lines/s: some 3
+hours) can be done in several: ``--keep`` leaves the prefix in Redis, interrupted or not,
+and ``--resume PREFIX`` goes on filling it from where it stopped (the pipeline skips the
+lines the prefix holds by their offsets, as a restarted consumer does); with a Redis that
+saves its data (an RDB or AOF file) the sittings may be days apart. The fill rate counts only
+the lines applied in this sitting.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from consumer.settings import ConsumerSettings  # noqa: E402
 
 FULL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 SAMPLE = REPO / "consumer" / "data" / "online_retail_sample.csv.gz"
-REDIS_URL = os.environ.get("INSIDERS_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVICES_REDIS_URL = "redis://127.0.0.1:6379/0"  # where scripts/services starts Redis
 FAMILIES = ("c:", "ci:", "seen:", "h:", "events", "customers", "insiders", "others")
 
 
@@ -69,13 +77,20 @@ def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
 
 
 def fill(
-    data: Path, days: int, buckets: int, client: redis.Redis, every_days: int | None = None
+    data: Path,
+    days: int,
+    buckets: int,
+    client: redis.Redis,
+    every_days: int | None = None,
+    prefix: str | None = None,
 ) -> tuple[str, int, Any, float]:
-    """A fresh prefix holding ``data``: (prefix, customers, the pipeline's stats, seconds).
+    """A prefix holding ``data``, a fresh one unless ``prefix`` is given (then that one is
+    filled on from where it stopped): (prefix, customers, the pipeline's stats, seconds).
     With ``every_days``, prints the footprint each that many days of event time as it fills
     (the seconds exclude those measures)."""
     settings = ConsumerSettings(dedupe_days=days, seen_buckets=buckets)
-    prefix = f"bench:footprint-{uuid.uuid4().hex[:8]}:"
+    prefix = prefix or f"bench:footprint-{uuid.uuid4().hex[:8]}:"
+    print(f"filling Redis prefix {prefix} with {days} days", file=sys.stderr, flush=True)
     store = RedisFeatureStore(client, prefix, settings.seen_buckets, settings.retention())
     pipeline = build_pipeline(store, MemoryEventSink(), settings)
     next_day: int | None = None
@@ -130,20 +145,43 @@ def main() -> None:
         default=ConsumerSettings().seen_buckets,
         help="INSIDERS_SEEN_BUCKETS: the buckets a prefix starts with (they split as ids grow)",
     )
+    kept = parser.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the filled prefix in Redis (also when interrupted), to --resume it later",
+    )
+    kept.add_argument(
+        "--resume",
+        metavar="PREFIX",
+        help="fill on a prefix kept by --keep from where it stopped (one --dedupe-days: its "
+        "own), and keep it",
+    )
     args = parser.parse_args()
-    subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
-    client = redis.Redis.from_url(REDIS_URL)
+    if args.resume and len(args.dedupe_days) != 1:
+        parser.error("--resume fills one prefix: give the one --dedupe-days it was filled with")
+    url = os.environ.get("INSIDERS_REDIS_URL")
+    if url is None:
+        subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
+    client = redis.Redis.from_url(url or SERVICES_REDIS_URL)
+    if args.resume and not client.exists(args.resume + "offsets"):
+        parser.error(f"--resume: Redis holds no filled prefix {args.resume!r}")
+    keep = args.keep or args.resume is not None
     columns = []
     for days in args.dedupe_days:
-        prefix, customers, stats, elapsed = fill(
-            args.data, days, args.seen_buckets, client, args.every_days
-        )
+        prefix = args.resume or f"bench:footprint-{uuid.uuid4().hex[:8]}:"
         try:
+            _, customers, stats, elapsed = fill(
+                args.data, days, args.seen_buckets, client, args.every_days, prefix
+            )
             sizes = footprint(client, prefix)
         finally:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
-            for start in range(0, len(keys), 1000):
-                client.unlink(*keys[start : start + 1000])
+            if keep:
+                print(f"kept: resume with --resume {prefix}", file=sys.stderr)
+            else:
+                keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
+                for start in range(0, len(keys), 1000):
+                    client.unlink(*keys[start : start + 1000])
         columns.append((days, customers, stats, elapsed, sizes))
         print(f"filled with {days} days in {elapsed:.0f}s", file=sys.stderr)
 
@@ -163,11 +201,16 @@ def main() -> None:
     print("| all | " + " | ".join(totals) + " |")
     mib = [f"{sum(sizes.values()) / 2**20:.1f}" for *_, sizes in columns]
     print("| all, MiB | " + " | ".join(mib) + " |")
-    speed = [f"{stats.records / elapsed:,.0f}" for _, _, stats, elapsed, _ in columns]
+    speed = [
+        f"{(stats.records - stats.stale) / elapsed:,.0f}" for _, _, stats, elapsed, _ in columns
+    ]
     print("| fill, lines/s | " + " | ".join(speed) + " |")
     late = [f"{stats.rejected['beyond_retention']:,}" for _, _, stats, _, _ in columns]
     print("| lines refused as `beyond_retention` | " + " | ".join(late) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("redis_footprint: interrupted")

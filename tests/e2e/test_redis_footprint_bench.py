@@ -4,10 +4,17 @@ N days of event time, and at the end."""
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 from datetime import date
 
-from tests.conftest import SAMPLE, run_bench
+from consumer.export import export_frame
+from consumer.redis_store import RedisFeatureStore
+from tests.conftest import REDIS_URL, REPO, SAMPLE, run_bench
+from tests.reference import load_lines, spec_v1
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -40,3 +47,50 @@ def test_the_footprint_is_measured_every_n_days_while_filling(kafka_bootstrap):
     total = re.search(r"([\d,]+) lines, ([\d,]+) customers", after)
     assert total is not None, after
     assert lines[-1] < number(total[1]) and customers[-1] <= number(total[2])
+
+
+def test_an_interrupted_fill_resumed_holds_every_customer(kafka_bootstrap, redis_client):
+    """A fill stopped with Ctrl-C under ``--keep`` and finished by ``--resume`` ends with the
+    customers and features pandas finds in the file: nothing lost or counted twice across
+    the sittings."""
+    args = ["--data", str(SAMPLE), "--dedupe-days", "30", "--every-days", "60", "--keep"]
+    env = {
+        **os.environ,
+        "INSIDERS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "INSIDERS_REDIS_URL": REDIS_URL,
+    }
+    first = subprocess.Popen(
+        [sys.executable, "benches/redis_footprint.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdout is not None
+    for line in first.stdout:  # the first measure while filling: stop it there
+        if line.startswith("| 20"):
+            first.send_signal(signal.SIGINT)
+            break
+    _, stderr = first.communicate(timeout=120)
+    kept = re.search(r"--resume (\S+)", stderr)
+    assert first.returncode != 0 and kept is not None, stderr[-3000:]
+    prefix = kept[1]
+    try:
+        held = redis_client.scard(prefix + "customers")
+        want = spec_v1(load_lines(SAMPLE))
+        assert 0 < held < len(want)  # stopped part of the way
+        again = ["--data", str(SAMPLE), "--dedupe-days", "30", "--resume", prefix]
+        after = run_bench("redis_footprint.py", again, kafka_bootstrap, timeout=600)
+        total = re.search(r"([\d,]+) lines, ([\d,]+) customers", after)
+        assert total is not None, after
+        assert number(total[2]) == len(want)
+        store = RedisFeatureStore(redis_client, prefix)
+        got = export_frame(store, store.watermark()).set_index("customer_id").loc[want.index]
+        assert (got["revenue"] - want["revenue"]).abs().max() < 0.005
+        assert (got["invoices"].to_numpy() == want["invoices"].to_numpy()).all()
+        assert (got["lines"].to_numpy() == want["lines"].to_numpy()).all()
+    finally:
+        keys = list(redis_client.scan_iter(match=f"{prefix}*", count=10_000))
+        for start in range(0, len(keys), 1000):
+            redis_client.unlink(*keys[start : start + 1000])
