@@ -7,18 +7,23 @@ Redis keeps the applied event ids in small sorted sets, the buckets ``seen:<n>``
 ``consumer/lua/apply.lua``), each a listpack whose allocation jemalloc rounds up to a size
 class. What an id costs thus depends on both its length and its bucket's size, and one bucket
 size can hide a difference that the spread of sizes shows. Part one fills 100 buckets of each
-size from ``--smallest`` to ``--largest`` (the buckets split at 40 ids on average: most hold
-10 to 100) with ids shaped as UCI's, ``<invoice>:<line>``, for each ``--invoice-digits``,
-scored as apply.lua scores them (day * 2^32 + fingerprint), under key names as long as the
-product's, and prints the bytes an id from ``MEMORY USAGE`` (all elements sampled), every
-tenth size and the mean over all of them. Uses the Redis ``INSIDERS_REDIS_URL`` names, else
-starts the project's with scripts/services; deletes its keys afterwards.
+size from ``--smallest`` to ``--largest`` (the buckets split at 40 ids on average, so while
+the ids grow a bucket holds about 20 to 80; they never merge, so fewer once the ids shrink)
+with ids shaped as UCI's, ``<invoice>:<line>``, for each ``--invoice-digits``, scored as
+apply.lua scores them (day * 2^32 + fingerprint), under key names as long as the product's,
+and prints the bytes an id from ``MEMORY USAGE`` (all elements sampled): every tenth size,
+and the mean over the sizes (each size counted once, not weighted by the ids it holds). Uses
+the Redis ``INSIDERS_REDIS_URL`` names, else starts the project's with scripts/services;
+deletes its keys afterwards.
 
-Part two, with ``--data``: for each file (the UCI layout), on each of ``--days``, the lines
-dated within the dedupe window (the day and the ``--dedupe-days`` before it: apply.lua keeps
-an id for every line, ignored ones too, until its day passes the cutoff) per customer with a
-purchase so far (a customer id on a line of positive quantity and price). It is what the
-buckets hold a customer before pruning, from the file alone, read with the csv module.
+Part two, with ``--data``: for each file (an ISO-dated CSV in the UCI layout, as
+``insiders generate`` writes), on each of ``--days``, the ids a customer holds once pruning
+has caught up, from the file alone: the lines dated within the dedupe window (the
+watermark's day, the latest day with lines up to that day, and the ``--dedupe-days`` before
+it; 0 keeps every day; apply.lua keeps an id for every line it applies, ignored ones too),
+over the customers with a purchase so far (a customer id on a line of positive quantity and
+price with a product's stock code, as ``segmenter.lines.classify`` has it). Dead-lettered
+lines (a negative price, a zero quantity) are counted too: a few in a million.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import gzip
 import os
 import random
 import subprocess
+import sys
 import uuid
 from collections import Counter
 from datetime import date, timedelta
@@ -37,6 +43,10 @@ from pathlib import Path
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from segmenter.lines import is_product  # noqa: E402
+
 SERVICES_REDIS_URL = "redis://127.0.0.1:6379/0"  # where scripts/services starts Redis
 BUCKETS = 100  # of each size
 DAY = 15_000  # an epoch day of 2011, as apply.lua scores it
@@ -45,17 +55,18 @@ DAY = 15_000  # an epoch day of 2011, as apply.lua scores it
 def bytes_an_id(client: redis.Redis, digits: int, size: int, rng: random.Random) -> float:
     """Mean bytes an id over BUCKETS buckets of ``size`` ids with invoices of ``digits``."""
     prefix = f"b{uuid.uuid4().hex[:7]}:"  # as long as "insiders:"
+    keys = [f"{prefix}seen:{100_000 + n}" for n in range(BUCKETS)]  # a big prefix's numbers
     low = 10 ** (digits - 1)
-    pipe = client.pipeline(transaction=False)
-    for n in range(BUCKETS):
-        members: dict[str, int] = {}
-        while len(members) < size:
-            event_id = f"{rng.randrange(low, 10 * low)}:{rng.randrange(0, 30)}"
-            members[event_id] = (DAY + rng.randrange(0, 31)) * 2**32 + rng.randrange(0, 2**32)
-        pipe.zadd(f"{prefix}seen:{100_000 + n}", members)  # a big prefix's bucket numbers
-    pipe.execute()
-    keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
     try:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            members: dict[str, int] = {}
+            while len(members) < size:
+                event_id = f"{rng.randrange(low, 10 * low)}:{rng.randrange(0, 30)}"
+                day = DAY + rng.randrange(0, 31)
+                members[event_id] = day * 2**32 + rng.randrange(0, 2**32)
+            pipe.zadd(key, members)
+        pipe.execute()
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.memory_usage(key, samples=0)
@@ -89,35 +100,49 @@ def window_counts(path: Path) -> tuple[Counter[date], dict[str, date]]:
     with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
         rows = csv.reader(handle)
         header = next(rows)
-        at = {name: header.index(name) for name in ("Quantity", "InvoiceDate", "UnitPrice")}
-        who = header.index("CustomerID")
-        for row in rows:
+        names = ("StockCode", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID")
+        try:
+            stock, quantity, when, price, who = (header.index(name) for name in names)
+        except ValueError:
+            sys.exit(f"id_bytes: {path.name} is not in the UCI layout (header {header[:8]})")
+        for number, row in enumerate(rows, start=2):
             if len(row) < len(header):
                 continue
-            day = date.fromisoformat(row[at["InvoiceDate"]][:10])
+            try:
+                day = date.fromisoformat(row[when][:10])
+            except ValueError:
+                sys.exit(f"id_bytes: {path.name} row {number}: InvoiceDate {row[when]!r}")
             lines[day] += 1
             customer = row[who]
-            if customer and customer not in first:
-                try:
-                    bought = float(row[at["Quantity"]]) > 0 and float(row[at["UnitPrice"]]) > 0
-                except ValueError:
-                    continue
-                if bought:
-                    first[customer] = day
+            if not customer or first.get(customer, day) < day:
+                continue
+            try:
+                bought = float(row[quantity]) > 0 and float(row[price]) > 0
+            except ValueError:
+                continue
+            if bought and is_product(row[stock]):
+                first[customer] = day
     return lines, first
 
 
+def held_a_customer(lines: Counter[date], first: dict[str, date], day: date, keep: int) -> str:
+    """The lines within the window on ``day`` per customer with a purchase so far."""
+    latest = max((d for d in lines if d <= day), default=None)  # the watermark's day
+    customers = sum(1 for d in first.values() if d <= day)
+    if latest is None or not customers:
+        return "-"
+    since = latest - timedelta(days=keep) if keep else date.min
+    held = sum(n for d, n in lines.items() if since <= d <= latest)
+    return f"{held / customers:.2f}"
+
+
 def print_window(paths: list[Path], days: list[date], keep: int) -> None:
-    print(f"\nLines within {keep} days a customer with a purchase so far, by day\n")
+    print(f"\nLines within {keep or 'all'} days a customer with a purchase so far, by day\n")
     print("| file | " + " | ".join(day.isoformat() for day in days) + " |")
     print("| --- |" + " ---: |" * len(days))
     for path in paths:
         lines, first = window_counts(path)
-        cells = []
-        for day in days:
-            held = sum(n for d, n in lines.items() if day - timedelta(days=keep) <= d <= day)
-            customers = sum(1 for d in first.values() if d <= day)
-            cells.append(f"{held / customers:.2f}" if customers else "-")
+        cells = [held_a_customer(lines, first, day, keep) for day in days]
         print(f"| {path.name} | " + " | ".join(cells) + " |", flush=True)
 
 
@@ -134,8 +159,10 @@ def main() -> None:
         parser.error("--smallest must be at least 1 and at most --largest")
     if not all(1 <= d <= 15 for d in args.invoice_digits):
         parser.error("--invoice-digits: from 1 to 15")
+    if args.dedupe_days < 0:
+        parser.error("--dedupe-days: 0 (every id) or more")
     url = os.environ.get("INSIDERS_REDIS_URL")
-    if url is None:
+    if not url:
         subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
     print_bytes(
         redis.Redis.from_url(url or SERVICES_REDIS_URL),
