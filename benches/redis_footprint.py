@@ -4,13 +4,14 @@
         [--seen-buckets N] [--every-days N] [--keep | --resume PREFIX]
 
 For each retention (``INSIDERS_DEDUPE_DAYS``; 0 keeps every id), fills a fresh Redis
-prefix with the consumer's own pipeline (file source, Redis store, the default settings
-otherwise), as `insiders consume --exit-at-end` would from a topic holding the file, then
-sums `MEMORY USAGE` (every element sampled) of each key under the prefix by family and
-divides by the customers with a purchase. Prints one table, bytes per customer, a column a
-retention; the prefixes are deleted afterwards. Starts Redis (and Kafka) with
-scripts/services, unless ``INSIDERS_REDIS_URL`` names a Redis (then that one is used as it
-is). Default data: the full UCI file beside the repo, else the shipped sample.
+prefix (``bench:footprint-<random>:``) with the consumer's own pipeline (file source, Redis
+store, the default settings otherwise), as `insiders consume --exit-at-end` would from a
+topic holding the file, then sums `MEMORY USAGE` (every element sampled) of each key under
+the prefix by family and divides by the customers with a purchase. Prints one table, bytes
+per customer, a column a retention; the prefixes are deleted afterwards (unless kept, below).
+Starts Redis with scripts/services, unless ``INSIDERS_REDIS_URL`` names a Redis (then that
+one is used as it is). Default data: the full UCI file beside the repo, else the shipped
+sample.
 
 ``--every-days N`` also measures the prefix each N days of event time while it fills (the
 fill waits), and prints the bytes per customer at each: what a customer costs follows the
@@ -19,10 +20,14 @@ day by day, and a fill too long to finish still says what it cost so far.
 
 A fill too long for one sitting (a million customers fill at about 12,000 lines/s: some 3
 hours) can be done in several: ``--keep`` leaves the prefix in Redis, interrupted or not,
-and ``--resume PREFIX`` goes on filling it from where it stopped (the pipeline skips the
-lines the prefix holds by their offsets, as a restarted consumer does); with a Redis that
-saves its data (an RDB or AOF file) the sittings may be days apart. The fill rate counts only
-the lines applied in this sitting.
+once it holds a line, and ``--resume PREFIX`` goes on filling it from where it stopped: the
+pipeline skips the lines the prefix holds by their offsets, as a restarted consumer does. A
+kept prefix records its file (name and size) and retention, and a resume of another file or
+retention is refused. The Redis scripts/services starts saves nothing (a restart empties
+it): for sittings days apart, fill a Redis that saves its data (an RDB or AOF file), named
+by ``INSIDERS_REDIS_URL``. The fill rate and the lines refused count this sitting only, and
+the fill rate's seconds include skipping the lines held and the first full read of the
+customers a resumed pipeline makes for its daily ranking.
 """
 
 from __future__ import annotations
@@ -81,15 +86,16 @@ def fill(
     days: int,
     buckets: int,
     client: redis.Redis,
+    prefix: str,
     every_days: int | None = None,
-    prefix: str | None = None,
-) -> tuple[str, int, Any, float]:
-    """A prefix holding ``data``, a fresh one unless ``prefix`` is given (then that one is
-    filled on from where it stopped): (prefix, customers, the pipeline's stats, seconds).
-    With ``every_days``, prints the footprint each that many days of event time as it fills
-    (the seconds exclude those measures)."""
+) -> tuple[int, Any, float]:
+    """``prefix`` filled with ``data``, from where it stopped (a fresh one from the start):
+    (customers, the pipeline's stats, seconds). With ``every_days``, prints the footprint
+    each that many days of event time as it fills (the seconds exclude those measures)."""
     settings = ConsumerSettings(dedupe_days=days, seen_buckets=buckets)
-    prefix = prefix or f"bench:footprint-{uuid.uuid4().hex[:8]}:"
+    client.hsetnx(prefix + "bench", "data", data.name)
+    client.hsetnx(prefix + "bench", "bytes", data.stat().st_size)
+    client.hsetnx(prefix + "bench", "dedupe_days", days)
     print(f"filling Redis prefix {prefix} with {days} days", file=sys.stderr, flush=True)
     store = RedisFeatureStore(client, prefix, settings.seen_buckets, settings.retention())
     pipeline = build_pipeline(store, MemoryEventSink(), settings)
@@ -108,7 +114,7 @@ def fill(
         elif day >= next_day:
             next_day = day + every_days
             print_progress(day, pipeline.stats.records, store.customer_count(), client, prefix)
-    return prefix, store.customer_count(), pipeline.stats, elapsed
+    return store.customer_count(), pipeline.stats, elapsed
 
 
 def print_progress_header(days: int) -> None:
@@ -130,10 +136,48 @@ def print_progress(day: int, lines: int, customers: int, client: redis.Redis, pr
     )
 
 
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
+    for start in range(0, len(keys), 1000):
+        client.unlink(*keys[start : start + 1000])
+
+
+def resumable(
+    parser: argparse.ArgumentParser,
+    client: redis.Redis,
+    prefix: str,
+    data: Path,
+    days: list[int] | None,
+) -> int:
+    """The retention of ``prefix``, a fill kept by --keep of ``data``; else a one-line error."""
+    if not prefix.startswith("bench:footprint-"):
+        parser.error(f"--resume {prefix!r}: only a bench:footprint-... prefix this bench kept")
+    raw: Any = client.hgetall(prefix + "bench")
+    kept = {k.decode(): v.decode() for k, v in raw.items()}
+    if not client.exists(prefix + "offsets") or not kept:
+        parser.error(f"--resume: Redis holds no fill kept under {prefix!r}")
+    size = str(data.stat().st_size)
+    if (kept.get("data"), kept.get("bytes")) != (data.name, size):
+        parser.error(
+            f"--resume {prefix}: it was filled from {kept.get('data')} ({kept.get('bytes')} "
+            f"bytes), not {data.name} ({size} bytes)"
+        )
+    stored = int(kept.get("dedupe_days", "-1"))
+    if days is not None and days != [stored]:
+        parser.error(f"--resume {prefix}: it was filled with --dedupe-days {stored}")
+    return stored
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=FULL if FULL.exists() else SAMPLE)
-    parser.add_argument("--dedupe-days", type=int, nargs="+", default=[400, 30])
+    parser.add_argument(
+        "--dedupe-days",
+        type=int,
+        nargs="+",
+        help="the retentions to fill, a prefix each (default 400 30; with --resume, the kept "
+        "prefix's own)",
+    )
     parser.add_argument(
         "--every-days",
         type=int,
@@ -154,34 +198,31 @@ def main() -> None:
     kept.add_argument(
         "--resume",
         metavar="PREFIX",
-        help="fill on a prefix kept by --keep from where it stopped (one --dedupe-days: its "
-        "own), and keep it",
+        help="fill on a prefix kept by --keep from where it stopped, with its file and "
+        "retention, and keep it",
     )
     args = parser.parse_args()
-    if args.resume and len(args.dedupe_days) != 1:
-        parser.error("--resume fills one prefix: give the one --dedupe-days it was filled with")
     url = os.environ.get("INSIDERS_REDIS_URL")
-    if url is None:
+    if not url:
         subprocess.run([str(REPO / "scripts" / "services"), "start"], check=True)
     client = redis.Redis.from_url(url or SERVICES_REDIS_URL)
-    if args.resume and not client.exists(args.resume + "offsets"):
-        parser.error(f"--resume: Redis holds no filled prefix {args.resume!r}")
+    retentions = args.dedupe_days or [400, 30]
+    if args.resume:
+        retentions = [resumable(parser, client, args.resume, args.data, args.dedupe_days)]
     keep = args.keep or args.resume is not None
     columns = []
-    for days in args.dedupe_days:
+    for days in retentions:
         prefix = args.resume or f"bench:footprint-{uuid.uuid4().hex[:8]}:"
         try:
-            _, customers, stats, elapsed = fill(
-                args.data, days, args.seen_buckets, client, args.every_days, prefix
+            customers, stats, elapsed = fill(
+                args.data, days, args.seen_buckets, client, prefix, args.every_days
             )
             sizes = footprint(client, prefix)
         finally:
-            if keep:
+            if keep and client.exists(prefix + "offsets"):
                 print(f"kept: resume with --resume {prefix}", file=sys.stderr)
             else:
-                keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
-                for start in range(0, len(keys), 1000):
-                    client.unlink(*keys[start : start + 1000])
+                delete_prefix(client, prefix)
         columns.append((days, customers, stats, elapsed, sizes))
         print(f"filled with {days} days in {elapsed:.0f}s", file=sys.stderr)
 
@@ -206,7 +247,9 @@ def main() -> None:
     ]
     print("| fill, lines/s | " + " | ".join(speed) + " |")
     late = [f"{stats.rejected['beyond_retention']:,}" for _, _, stats, _, _ in columns]
-    print("| lines refused as `beyond_retention` | " + " | ".join(late) + " |")
+    print("| lines refused as `beyond_retention`, this sitting | " + " | ".join(late) + " |")
+    if args.resume:
+        print(f"| lines held before this sitting (skipped) | {columns[0][2].stale:,} |")
 
 
 if __name__ == "__main__":

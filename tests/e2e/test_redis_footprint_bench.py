@@ -13,7 +13,7 @@ from datetime import date
 
 from consumer.export import export_frame
 from consumer.redis_store import RedisFeatureStore
-from tests.conftest import REDIS_URL, REPO, SAMPLE, run_bench
+from tests.conftest import REDIS_URL, REPO, SAMPLE, delete_prefix, run_bench
 from tests.reference import load_lines, spec_v1
 
 
@@ -50,9 +50,9 @@ def test_the_footprint_is_measured_every_n_days_while_filling(kafka_bootstrap):
 
 
 def test_an_interrupted_fill_resumed_holds_every_customer(kafka_bootstrap, redis_client):
-    """A fill stopped with Ctrl-C under ``--keep`` and finished by ``--resume`` ends with the
-    customers and features pandas finds in the file: nothing lost or counted twice across
-    the sittings."""
+    """A fill stopped with Ctrl-C under ``--keep`` and finished by ``--resume`` skips the lines
+    the first sitting applied and ends with the customers and features pandas finds in the
+    file: nothing lost or counted twice across the sittings."""
     args = ["--data", str(SAMPLE), "--dedupe-days", "30", "--every-days", "60", "--keep"]
     env = {
         **os.environ,
@@ -66,22 +66,43 @@ def test_an_interrupted_fill_resumed_holds_every_customer(kafka_bootstrap, redis
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal sends it, even where the suite runs with SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert first.stdout is not None
-    for line in first.stdout:  # the first measure while filling: stop it there
-        if line.startswith("| 20"):
-            first.send_signal(signal.SIGINT)
-            break
-    _, stderr = first.communicate(timeout=120)
-    kept = re.search(r"--resume (\S+)", stderr)
-    assert first.returncode != 0 and kept is not None, stderr[-3000:]
-    prefix = kept[1]
+    prefix = None
     try:
+        assert first.stdout is not None
+        for line in first.stdout:  # the first measure while filling: stop it there
+            if line.startswith("| 20"):
+                first.send_signal(signal.SIGINT)
+                break
+        _, stderr = first.communicate(timeout=120)
+        kept = re.search(r"--resume (\S+)", stderr)
+        assert kept is not None, stderr[-3000:]
+        prefix = kept[1]
+        assert first.returncode == 1 and "redis_footprint: interrupted" in stderr, stderr[-3000:]
         held = redis_client.scard(prefix + "customers")
         want = spec_v1(load_lines(SAMPLE))
         assert 0 < held < len(want)  # stopped part of the way
-        again = ["--data", str(SAMPLE), "--dedupe-days", "30", "--resume", prefix]
+        stored = int(redis_client.hget(prefix + "offsets", f"file:{SAMPLE.name}:0"))
+
+        other = ["--data", str(SAMPLE), "--dedupe-days", "400", "--resume", prefix]
+        refused = subprocess.run(
+            [sys.executable, "benches/redis_footprint.py", *other],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.strip().endswith("it was filled with --dedupe-days 30")
+
+        again = ["--data", str(SAMPLE), "--resume", prefix]
         after = run_bench("redis_footprint.py", again, kafka_bootstrap, timeout=600)
+        rows = {row[0]: row[1] for row in table_rows(after)}
+        assert number(rows["lines held before this sitting (skipped)"]) == stored + 1
+        assert number(rows["lines refused as `beyond_retention`, this sitting"]) == 0
         total = re.search(r"([\d,]+) lines, ([\d,]+) customers", after)
         assert total is not None, after
         assert number(total[2]) == len(want)
@@ -91,6 +112,6 @@ def test_an_interrupted_fill_resumed_holds_every_customer(kafka_bootstrap, redis
         assert (got["invoices"].to_numpy() == want["invoices"].to_numpy()).all()
         assert (got["lines"].to_numpy() == want["lines"].to_numpy()).all()
     finally:
-        keys = list(redis_client.scan_iter(match=f"{prefix}*", count=10_000))
-        for start in range(0, len(keys), 1000):
-            redis_client.unlink(*keys[start : start + 1000])
+        first.kill()
+        if prefix is not None:
+            delete_prefix(redis_client, prefix)
