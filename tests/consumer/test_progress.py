@@ -45,6 +45,10 @@ def test_a_replay_in_a_pipe_logs_its_progress_as_often_as_the_setting_says():
 
     often = [line for line in replay("0.001").splitlines() if "progress:" in line]
     assert len(often) >= 2
-    shape = re.compile(r"progress: [\d.]+k? lines in \d\d:\d\d, [\d.]+k? lines/s(, insiders=\d+)?$")
+    shape = re.compile(
+        r"progress: (\d{1,3}(,\d{3})*) lines in \d\d:\d\d, [\d.]+k? lines/s(, insiders=\d+)?$"
+    )
     assert all(shape.search(line) for line in often), often
+    counts = [int(shape.search(line)[1].replace(",", "")) for line in often]  # type: ignore[index]
+    assert counts == sorted(counts) and counts[-1] <= 31_325  # exact counts, never past the file
     assert "progress:" not in replay("60")  # the sample replays in seconds
