@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -252,7 +253,15 @@ def main() -> None:
         print(f"| lines held before this sitting (skipped) | {columns[0][2].stale:,} |")
 
 
+def stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # Ctrl-C or a TERM stops a fill cleanly (its prefix kept or deleted as asked), also when it
+    # was started in the background, where SIGINT comes ignored.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         main()
     except KeyboardInterrupt:
