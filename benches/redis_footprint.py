@@ -253,15 +253,11 @@ def main() -> None:
         print(f"| lines held before this sitting (skipped) | {columns[0][2].stale:,} |")
 
 
-def stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
     # Ctrl-C or a TERM stops a fill cleanly (its prefix kept or deleted as asked), also when it
     # was started in the background, where SIGINT comes ignored.
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main()
     except KeyboardInterrupt:
