@@ -4,7 +4,7 @@
         [--seen-buckets N] [--every-days N] [--keep | --resume PREFIX]
 
 For each retention (``INSIDERS_DEDUPE_DAYS``; 0 keeps every id), fills a fresh Redis
-prefix (``bench:footprint-<random>:``) with the consumer's own pipeline (file source, Redis
+prefix (``b<7 hex digits>:``) with the consumer's own pipeline (file source, Redis
 store, the default settings otherwise), as `insiders consume --exit-at-end` would from a
 topic holding the file, then sums `MEMORY USAGE` (every element sampled) of each key under
 the prefix by family and divides by the customers with a purchase. Prints one table, bytes
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,6 +58,10 @@ from consumer.settings import ConsumerSettings  # noqa: E402
 FULL = REPO.parent / "shared" / "data" / "online_retail.csv.gz"
 SAMPLE = REPO / "consumer" / "data" / "online_retail_sample.csv.gz"
 SERVICES_REDIS_URL = "redis://127.0.0.1:6379/0"  # where scripts/services starts Redis
+# A prefix of the bench: as long as the service's default, "insiders:". Every key's name is
+# part of what it costs (its bytes, rounded up to an allocation size), so a longer prefix
+# would add some 16 bytes a key, about 35 a customer at 2.2 keys a customer.
+KEPT = re.compile(r"b[0-9a-f]{7}:")
 FAMILIES = ("c:", "ci:", "seen:", "h:", "events", "customers", "insiders", "others")
 
 
@@ -151,8 +156,8 @@ def resumable(
     days: list[int] | None,
 ) -> int:
     """The retention of ``prefix``, a fill kept by --keep of ``data``; else a one-line error."""
-    if not prefix.startswith("bench:footprint-"):
-        parser.error(f"--resume {prefix!r}: only a bench:footprint-... prefix this bench kept")
+    if not KEPT.fullmatch(prefix):
+        parser.error(f"--resume {prefix!r}: only a prefix this bench kept, like b1a2b3c4:")
     raw: Any = client.hgetall(prefix + "bench")
     kept = {k.decode(): v.decode() for k, v in raw.items()}
     if not client.exists(prefix + "offsets") or not kept:
@@ -213,7 +218,7 @@ def main() -> None:
     keep = args.keep or args.resume is not None
     columns = []
     for days in retentions:
-        prefix = args.resume or f"bench:footprint-{uuid.uuid4().hex[:8]}:"
+        prefix = args.resume or f"b{uuid.uuid4().hex[:7]}:"
         try:
             customers, stats, elapsed = fill(
                 args.data, days, args.seen_buckets, client, prefix, args.every_days

@@ -13,6 +13,7 @@ from datetime import date
 
 from consumer.export import export_frame
 from consumer.redis_store import RedisFeatureStore
+from consumer.settings import ConsumerSettings
 from tests.conftest import REDIS_URL, REPO, SAMPLE, delete_prefix, run_bench
 from tests.reference import load_lines, spec_v1
 
@@ -80,6 +81,8 @@ def test_an_interrupted_fill_resumed_holds_every_customer(kafka_bootstrap, redis
         kept = re.search(r"--resume (\S+)", stderr)
         assert kept is not None, stderr[-3000:]
         prefix = kept[1]
+        # Named as long as the service's keys: a key's name is part of what it costs.
+        assert len(prefix) == len(ConsumerSettings().redis_prefix)
         assert first.returncode == 1 and "redis_footprint: interrupted" in stderr, stderr[-3000:]
         held = redis_client.scard(prefix + "customers")
         want = spec_v1(load_lines(SAMPLE))
