@@ -515,21 +515,38 @@ class KafkaInvoiceSource:
         self.buffers.clear()
         self._seek(sorted(self.consumer.assignment()))
 
+    def _position(self, tp: TopicPartition) -> int:
+        """The next offset to read of ``tp``, or -1 while the broker cannot say.
+
+        kafka-python 3 may check a position against a new partition leader first (KIP-320).
+        A broker restart bumps the leader epoch, and while that broker is still away the
+        check's refused connection came out of ``position()``: a broker restart killed the
+        consumer. -1 reads as "not there yet"; the next poll retries, and ``_check_broker``
+        counts the outage.
+        """
+        try:
+            return self.consumer.position(tp)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.debug("Kafka could not give the position of %s (%s); retrying", tp, exc)
+            return -1
+
     def _at_end(self) -> bool:
         assigned = self.consumer.assignment()
         if not assigned:
             return not self.end_offsets or all(v == 0 for v in self.end_offsets.values())
         return all(
-            self.consumer.position(tp) >= self.end_offsets.get(tp, 0) for tp in assigned
+            self._position(tp) >= self.end_offsets.get(tp, 0) for tp in assigned
         ) and not any(self.buffers.values())
 
     def _reached_end(self, tp: TopicPartition) -> bool:
-        return tp in self.end_offsets and self.consumer.position(tp) >= self.end_offsets[tp]
+        return tp in self.end_offsets and self._position(tp) >= self.end_offsets[tp]
 
     def _caught_up(self, tp: TopicPartition) -> bool:
         """Live mode: nothing more to read of this partition now (position at the high mark)."""
         high = self.consumer.highwater(tp)
-        return high is not None and self.consumer.position(tp) >= high
+        return high is not None and self._position(tp) >= high
 
     def blocks(self) -> Iterator[list[SourceRecord]]:
         size = self.block_size

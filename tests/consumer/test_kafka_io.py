@@ -47,35 +47,43 @@ def test_the_topics_the_service_writes_keep_every_record(kafka_bootstrap):
     assert retention[plain] in (None, "604800000")  # the broker's default: a week
 
 
-def flaky_poll(source: KafkaInvoiceSource, error: Exception, times: int) -> list[int]:
-    """Make ``source``'s first ``times`` polls raise ``error``; the count of polls made."""
-    real, calls = source.consumer.poll, [0]
+def flaky(source: KafkaInvoiceSource, method: str, error: Exception, times: int) -> list[int]:
+    """Make the first ``times`` calls of ``source.consumer.<method>`` raise ``error``; the
+    count of calls made."""
+    real, calls = getattr(source.consumer, method), [0]
 
-    def poll(*args, **kwargs):
+    def call(*args, **kwargs):
         calls[0] += 1
         if calls[0] <= times:
             raise error
         return real(*args, **kwargs)
 
-    source.consumer.poll = poll  # type: ignore[method-assign]
+    setattr(source.consumer, method, call)
     return calls
 
 
-def test_a_poll_refused_while_the_broker_is_away_is_an_empty_one(kafka_bootstrap):
-    # kafka-python lets ECONNREFUSED out of poll() while it looks for the group coordinator
-    # (a broker restart caught it there): the consumer died with a traceback.
-    topic = unique("flaky")
+def seven_records(kafka_bootstrap: str, name: str) -> str:
+    topic = unique(name)
     ensure_topics(kafka_bootstrap, [topic])
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for n in range(7):
         producer.send(topic, f"record {n}".encode(), partition=0)
     producer.flush()
     producer.close()
+    return topic
+
+
+@pytest.mark.parametrize("method", ["poll", "position"])
+def test_a_call_refused_while_the_broker_is_away_is_retried(kafka_bootstrap, method):
+    # kafka-python lets ECONNREFUSED out of poll() while it looks for the group coordinator,
+    # and out of position() while it checks a position against a restarted leader (KIP-320):
+    # a broker restart caught each of them there, and the consumer died with a traceback.
+    topic = seven_records(kafka_bootstrap, f"flaky-{method}")
     source = KafkaInvoiceSource(
         kafka_bootstrap, topic, unique("g"), block_size=5, exit_at_end=True, poll_timeout_ms=100
     )
     try:
-        calls = flaky_poll(source, KafkaConnectionError("111 ECONNREFUSED"), times=3)
+        calls = flaky(source, method, KafkaConnectionError("111 ECONNREFUSED"), times=3)
         blocks = list(source.blocks())
     finally:
         source.close()
@@ -88,7 +96,7 @@ def test_a_poll_error_that_retrying_cannot_mend_still_stops_the_consumer(kafka_b
     ensure_topics(kafka_bootstrap, [topic])
     source = KafkaInvoiceSource(kafka_bootstrap, topic, unique("g"), poll_timeout_ms=100)
     try:
-        flaky_poll(source, UnsupportedVersionError("the broker is too old"), times=1)
+        flaky(source, "poll", UnsupportedVersionError("the broker is too old"), times=1)
         with pytest.raises(UnsupportedVersionError):
             next(source.blocks())
     finally:
