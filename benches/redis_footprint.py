@@ -49,6 +49,8 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scale import delete_prefix, key_sizes  # noqa: E402
+
 from consumer.cli import build_pipeline  # noqa: E402
 from consumer.file_source import FileInvoiceSource  # noqa: E402
 from consumer.memory import MemoryEventSink  # noqa: E402
@@ -76,14 +78,8 @@ def family(name: str) -> str:
 def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
     """Bytes by key family under ``prefix`` (`MEMORY USAGE`, all elements sampled)."""
     sizes = dict.fromkeys(FAMILIES, 0)
-    keys = [key.decode() for key in client.scan_iter(match=f"{prefix}*", count=10_000)]
-    for start in range(0, len(keys), 1000):
-        batch = keys[start : start + 1000]
-        pipe = client.pipeline(transaction=False)
-        for key in batch:
-            pipe.memory_usage(key, samples=0)
-        for key, used in zip(batch, pipe.execute(), strict=True):
-            sizes[family(key[len(prefix) :])] += int(used or 0)
+    for name, used in key_sizes(client, prefix):
+        sizes[family(name)] += used
     return sizes
 
 
@@ -140,12 +136,6 @@ def print_progress(day: int, lines: int, customers: int, client: redis.Redis, pr
         f"| {when} | {lines:,} | {customers:,} | " + " | ".join(cells) + f" | {total:,.0f} |",
         flush=True,
     )
-
-
-def delete_prefix(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=10_000))
-    for start in range(0, len(keys), 1000):
-        client.unlink(*keys[start : start + 1000])
 
 
 def resumable(

@@ -37,11 +37,12 @@ under the dashboard load.
 Applied event ids start in ``INSIDERS_SEEN_BUCKETS`` buckets (the service's default unless
 ``--seen-buckets``), which split as the ids grow.
 Each size uses a topic, group and Redis prefix of its own (``scale-<tag>-<N>``,
-``scale:<tag>:<N>:``), deleted afterwards unless ``--keep``. Progress goes to stderr, one
-markdown table to stdout. ``--runs`` repeats replay and consume (median, and the range).
+``s<tag>:``, as long as the service's ``insiders:``), deleted afterwards unless ``--keep``.
+Progress goes to stderr, one markdown table to stdout. ``--runs`` repeats replay and consume
+(median, and the range).
 Starts Kafka and Redis with scripts/services. ``free_port``, ``peak_rss_mib`` and
-``percentile`` come from ``benches/api_latency.py``; the footprint is a pipelined copy of
-its ``redis_footprint`` (one ``MEMORY USAGE`` round trip per key is too slow for millions).
+``percentile`` come from ``benches/api_latency.py``; ``benches/redis_footprint.py`` sums the
+same ``key_sizes`` by its own families.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,30 +129,35 @@ def count_lines(path: Path) -> int:
 
 
 def footprint(client: redis.Redis, prefix: str) -> tuple[int, dict[str, int]]:
-    """Bytes under ``prefix`` (``MEMORY USAGE``, all elements sampled), and by key family."""
+    """Bytes under ``prefix`` (``MEMORY USAGE``, all elements sampled), and by key family
+    (``c:*`` for the keys ``c:<id>``), largest first."""
     families: dict[str, int] = {}
-    total = 0
+    for name, used in key_sizes(client, prefix):
+        family = name.split(":", 1)[0] + ":*" if ":" in name else name
+        families[family] = families.get(family, 0) + used
+    return sum(families.values()), dict(sorted(families.items(), key=lambda item: -item[1]))
+
+
+def key_sizes(client: redis.Redis, prefix: str) -> Iterator[tuple[str, int]]:
+    """Each key under ``prefix``, named without it, with its ``MEMORY USAGE`` (all elements
+    sampled), pipelined a few thousand keys a round trip (one a key is too slow for
+    millions)."""
     batch: list[bytes] = []
 
-    def flush() -> None:
-        nonlocal total
+    def sizes() -> Iterator[tuple[str, int]]:
         pipe = client.pipeline(transaction=False)
         for key in batch:
             pipe.memory_usage(key, samples=0)
         for key, used in zip(batch, pipe.execute(), strict=True):
-            name = key.decode()[len(prefix) :]
-            family = name.split(":", 1)[0] + ":*" if ":" in name else name
-            families[family] = families.get(family, 0) + int(used or 0)
-            total += int(used or 0)
+            yield key.decode()[len(prefix) :], int(used or 0)
         batch.clear()
 
     for key in client.scan_iter(match=f"{prefix}*", count=10_000):
         batch.append(key)
         if len(batch) >= 2000:
-            flush()
+            yield from sizes()
     if batch:
-        flush()
-    return total, dict(sorted(families.items(), key=lambda item: -item[1]))
+        yield from sizes()
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:
@@ -324,9 +330,11 @@ def spread(values: list[float], fmt: str = ",.0f") -> str:
 def fresh_run(kind: str, size: int) -> tuple[str, str, str, str, dict[str, str]]:
     """A topic, consumer group, events topic and Redis prefix of one run's own, and the
     environment that points ``insiders`` at them."""
-    tag = uuid.uuid4().hex[:6]
+    tag = uuid.uuid4().hex[:7]
     topic, group = f"{kind}-{tag}-{size}", f"{kind}-{tag}"
-    events, prefix = f"{kind}-events-{tag}-{size}", f"{kind}:{tag}:{size}:"
+    # The prefix as long as the service's own ("insiders:"): a key's name is part of what
+    # it costs, so a longer one would overstate the bytes a customer.
+    events, prefix = f"{kind}-events-{tag}-{size}", f"{kind[0]}{tag}:"
     env = {
         **os.environ,
         "INSIDERS_REDIS_URL": REDIS_URL,
