@@ -9,6 +9,10 @@ store, the default settings otherwise), as `insiders consume --exit-at-end` woul
 topic holding the file, then sums `MEMORY USAGE` (every element sampled) of each key under
 the prefix by family and divides by the customers with a purchase. Prints one table, bytes
 per customer, a column a retention; the prefixes are deleted afterwards (unless kept, below).
+One row adds what ``MEMORY USAGE`` leaves out: how much Redis's ``used_memory``
+grew over each fill, which also counts the keyspace's own table (a slot of 8 bytes a key, in a
+table that doubles as keys come) and whatever else Redis allocated meanwhile. It means what it
+says only on a Redis that nothing else writes to while the bench fills.
 Starts Redis with scripts/services, unless ``INSIDERS_REDIS_URL`` names a Redis (then that
 one is used as it is). Default data: the full UCI file beside the repo, else the shipped
 sample.
@@ -81,6 +85,12 @@ def footprint(client: redis.Redis, prefix: str) -> dict[str, int]:
     for name, used in key_sizes(client, prefix):
         sizes[family(name)] += used
     return sizes
+
+
+def used_memory(client: redis.Redis) -> int:
+    """What Redis has allocated in all (``INFO memory``'s ``used_memory``)."""
+    info: Any = client.info("memory")
+    return int(info["used_memory"])
 
 
 def fill(
@@ -207,13 +217,16 @@ def main() -> None:
         retentions = [resumable(parser, client, args.resume, args.data, args.dedupe_days)]
     keep = args.keep or args.resume is not None
     columns = []
+    grown: dict[int, int] = {}  # used_memory's growth over each fill
     for days in retentions:
         prefix = args.resume or f"b{uuid.uuid4().hex[:7]}:"
+        used = used_memory(client)
         try:
             customers, stats, elapsed = fill(
                 args.data, days, args.seen_buckets, client, prefix, args.every_days
             )
             sizes = footprint(client, prefix)
+            grown[days] = used_memory(client) - used
         finally:
             if keep and client.exists(prefix + "offsets"):
                 print(f"kept: resume with --resume {prefix}", file=sys.stderr)
@@ -238,6 +251,9 @@ def main() -> None:
     print("| all | " + " | ".join(totals) + " |")
     mib = [f"{sum(sizes.values()) / 2**20:.1f}" for *_, sizes in columns]
     print("| all, MiB | " + " | ".join(mib) + " |")
+    if not args.resume:  # a resumed fill's growth is this sitting's only
+        cells = [f"{grown[days] / n:,.0f}" for days, n, *_ in columns]
+        print("| Redis `used_memory` grown, bytes a customer | " + " | ".join(cells) + " |")
     speed = [
         f"{(stats.records - stats.stale) / elapsed:,.0f}" for _, _, stats, elapsed, _ in columns
     ]
