@@ -72,7 +72,10 @@ def test_a_pair_is_both_runs_over_the_small_runs_window_worked_by_hand():
 
 def test_the_bench_pairs_small_runs_inside_the_big_one(tmp_path: Path):
     files = {}
-    for customers in (1000, 5000):  # about 126,000 and 631,000 lines
+    # About 378,000 and 1,218,000 lines: a small run lasts more than the three progress
+    # intervals a pair needs even on a fast day (6 s at 60,000 lines/s), and several fit
+    # inside the big one. 1,000 customers ran in under three seconds on a fast day: no pair.
+    for customers in (3000, 10000):
         files[customers] = tmp_path / f"g{customers}.csv.gz"
         subprocess.run(
             [*GENERATE, str(files[customers]), "--customers", str(customers), "--seed", "1"],
@@ -82,7 +85,7 @@ def test_the_bench_pairs_small_runs_inside_the_big_one(tmp_path: Path):
         )
     logs = tmp_path / "logs"
     done = subprocess.run(
-        [*BENCH, str(files[5000]), str(files[1000]), "--every", "1", "--logs", str(logs)],
+        [*BENCH, str(files[10000]), str(files[3000]), "--every", "1", "--logs", str(logs)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -91,7 +94,7 @@ def test_the_bench_pairs_small_runs_inside_the_big_one(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if re.match(r"\| \d+ \|", line)]
     assert rows, done.stdout
-    with gzip.open(files[5000], "rt") as lines:
+    with gzip.open(files[10000], "rt") as lines:
         big_lines = sum(1 for _ in lines) - 1  # the header
     summary = re.search(r"big run: ([\d,]+) lines", done.stdout)
     assert summary is not None and int(summary[1].replace(",", "")) == big_lines
