@@ -218,7 +218,7 @@ def main() -> None:
         retentions = [resumable(parser, client, args.resume, args.data, args.dedupe_days)]
     keep = args.keep or args.resume is not None
     columns = []
-    grown: dict[int, int] = {}  # used_memory's growth over each fill
+    grown: list[int] = []  # used_memory's growth over each fill, a column each
     for days in retentions:
         prefix = args.resume or f"b{uuid.uuid4().hex[:7]}:"
         used = used_memory(client)
@@ -227,7 +227,7 @@ def main() -> None:
                 args.data, days, args.seen_buckets, client, prefix, args.every_days
             )
             sizes = footprint(client, prefix)
-            grown[days] = used_memory(client) - used
+            grown.append(used_memory(client) - used)
         finally:
             if keep and client.exists(prefix + "offsets"):
                 print(f"kept: resume with --resume {prefix}", file=sys.stderr)
@@ -253,7 +253,7 @@ def main() -> None:
     mib = [f"{sum(sizes.values()) / 2**20:.1f}" for *_, sizes in columns]
     print("| all, MiB | " + " | ".join(mib) + " |")
     if not args.resume:  # a resumed fill's growth is this sitting's only
-        cells = [f"{grown[days] / n:,.0f}" for days, n, *_ in columns]
+        cells = [f"{g / n:,.0f}" for g, (_, n, *_) in zip(grown, columns, strict=True)]
         print("| Redis `used_memory` grown, bytes a customer | " + " | ".join(cells) + " |")
     speed = [
         f"{(stats.records - stats.stale) / elapsed:,.0f}" for _, _, stats, elapsed, _ in columns
